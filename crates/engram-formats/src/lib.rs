@@ -1,0 +1,19 @@
+//! # engram-formats
+//!
+//! Model files, read without any tensor library so that every later stage (and other tools) can use them:
+//!
+//! - [`gguf`]: GGUF files — header, metadata, tensor infos, memory-mapped data and dequantisation to f32
+//!   (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K and more), with typed errors that name the file and tensor.
+//! - [`hf`]: Hugging Face folders — `config.json`, `model.safetensors` (single or sharded) — read and written.
+//! - [`ModelConfig`] and the [`WeightSource`] trait: whichever file a model came from, the model crate sees one
+//!   config type and named f32 tensors in Hugging Face naming and layout.
+
+mod config;
+mod error;
+pub mod gguf;
+pub mod hf;
+mod weights;
+
+pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
+pub use error::FormatError;
+pub use weights::{LAYER_LINEARS, TensorF32, WeightSource};
