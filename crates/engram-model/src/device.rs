@@ -1,0 +1,126 @@
+//! Run-time device choice: `cpu`, `wgpu`, `cuda[:N]`, with a clear error for a backend not compiled in.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Device;
+
+use crate::ModelError;
+
+/// A device as a user names it on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    /// Burn's pure-Rust `flex` CPU backend (always available).
+    #[default]
+    Cpu,
+    /// Any GPU through wgpu (Vulkan, Metal, DX12); needs the `wgpu` feature.
+    Wgpu,
+    /// NVIDIA GPU number N; needs the `cuda` feature.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: &str| ModelError::invalid("device", s, reason);
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" | "flex" => Ok(DeviceSpec::Cpu),
+            "wgpu" | "gpu" => Ok(DeviceSpec::Wgpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            other => match other.strip_prefix("cuda:") {
+                Some(n) => n
+                    .parse()
+                    .map(DeviceSpec::Cuda)
+                    .map_err(|_| bad("expected cuda:N with N a GPU index, e.g. cuda:0")),
+                None => Err(bad("expected one of cpu, wgpu, cuda, cuda:N")),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Wgpu => write!(f, "wgpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// The Burn device, or an error saying which cargo feature is missing or that no such GPU exists.
+    pub fn device(self) -> Result<Device, ModelError> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::flex()),
+            DeviceSpec::Wgpu => wgpu_device(),
+            DeviceSpec::Cuda(n) => cuda_device(n),
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Result<Device, ModelError> {
+    use burn::tensor::{DeviceKind, DeviceType};
+    let found = Device::enumerate(burn::tensor::DeviceFilter::new().with(DeviceType::Wgpu));
+    if found.is_empty() {
+        return Err(ModelError::Device {
+            device: "wgpu".into(),
+            reason: "no GPU adapter found (is a Vulkan/Metal/DX12 driver installed?)".into(),
+        });
+    }
+    Ok(Device::wgpu(DeviceKind::default()))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device() -> Result<Device, ModelError> {
+    Err(ModelError::Device {
+        device: "wgpu".into(),
+        reason: "this build has no wgpu support; rebuild with `--features wgpu`".into(),
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(n: usize) -> Result<Device, ModelError> {
+    use burn::tensor::DeviceType;
+    let count = Device::enumerate(burn::tensor::DeviceFilter::new().with(DeviceType::Cuda)).len();
+    if n >= count {
+        return Err(ModelError::Device {
+            device: format!("cuda:{n}"),
+            reason: format!("only {count} CUDA device(s) found"),
+        });
+    }
+    Ok(Device::cuda(n))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(n: usize) -> Result<Device, ModelError> {
+    Err(ModelError::Device {
+        device: format!("cuda:{n}"),
+        reason: "this build has no CUDA support; rebuild with `--features cuda`".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices() {
+        assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
+        assert_eq!("CUDA:1".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(1));
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!("wgpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Wgpu);
+        let err = "tpu".parse::<DeviceSpec>().unwrap_err().to_string();
+        assert!(err.contains("tpu") && err.contains("cpu, wgpu"), "{err}");
+        assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn missing_feature_is_a_clear_error() {
+        let err = DeviceSpec::Cuda(0).device().unwrap_err().to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+}

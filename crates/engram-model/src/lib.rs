@@ -1,0 +1,42 @@
+//! # engram-model
+//!
+//! The model every engram method writes knowledge into: a llama-family decoder (Llama, SmolLM, Qwen2) on
+//! [Burn](https://burn.dev), with the device chosen at run time (`flex` CPU by default; `wgpu` and `cuda`
+//! behind cargo features).
+//!
+//! - [`load_model`] opens a GGUF file or a Hugging Face folder (through `engram-formats`) with its tokenizer
+//!   and chat template (through `engram-tokenizer`).
+//! - [`Llama`] is the model, its modules named like Hugging Face's (`model.layers.N.self_attn.q_proj`) so
+//!   LoRA targets and PEFT adapter files line up; [`Llama::forward`] takes a left-padded batch and an optional
+//!   [`KvCache`].
+//! - [`generate`] decodes (greedy, temperature, top-k, top-p, seeded) a batch of prompts with stop strings
+//!   and streaming.
+//! - [`export_hf_folder`] writes the (dequantised) model as a Hugging Face folder for other tools.
+//!
+//! The model crate knows nothing of training: adapters and objectives live in their own crates.
+
+mod device;
+mod error;
+mod export;
+mod generate;
+mod llama;
+mod load;
+
+pub use burn::tensor::Device;
+pub use device::DeviceSpec;
+pub use error::ModelError;
+pub use export::export_hf_folder;
+pub use generate::{
+    FinishReason, Generation, GenerationConfig, PaddedBatch, argmax, generate, left_padded_batch,
+};
+pub use llama::{
+    DecoderLayer, ForwardInput, ForwardOutput, KvCache, Llama, LlamaModel, Logits, Mlp, RopeTables,
+    SelfAttention,
+};
+pub use load::{
+    LoadedModel, ModelInfo, chat_template_for, gguf_vocab, load_model, model_info, open_tokenizer,
+    open_weights,
+};
+
+pub use engram_formats as formats;
+pub use engram_tokenizer as tokenizer;

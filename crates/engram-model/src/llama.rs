@@ -1,0 +1,575 @@
+//! The llama-family decoder (Llama, SmolLM, Qwen2) as Burn modules, in one file.
+//!
+//! Field names follow the Hugging Face modules (`model.layers.N.self_attn.q_proj`, ...) so that LoRA target
+//! names and adapter files line up with PEFT. Weights are read in Hugging Face layout (rotate-half RoPE, `[out,
+//! in]` linears) and stored the way Burn multiplies (`[in, out]`).
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
+use engram_formats::{ModelConfig, TensorF32, WeightSource};
+
+use crate::ModelError;
+
+/// Attention sublayer with grouped-query attention.
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub num_kv_heads: usize,
+    #[module(skip)]
+    pub head_dim: usize,
+}
+
+/// SwiGLU feed-forward sublayer.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+/// One pre-norm decoder block.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: SelfAttention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+/// The decoder stack without the output head (`model.*` in Hugging Face names).
+#[derive(Module, Debug)]
+pub struct LlamaModel {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+}
+
+/// A llama-family causal language model (`LlamaForCausalLM` / `Qwen2ForCausalLM`).
+#[derive(Module, Debug)]
+pub struct Llama {
+    pub model: LlamaModel,
+    /// `[hidden, vocab]`. With tied embeddings this is a transposed copy of the embedding: the copy costs
+    /// memory but keeps the output GEMM on a contiguous operand.
+    pub lm_head: Param<Tensor<2>>,
+    #[module(skip)]
+    pub rope: RopeTables,
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+/// Precomputed RoPE cos/sin tables, `[max_positions, head_dim]` (halves duplicated, as HF's rotate-half uses).
+#[derive(Clone, Debug)]
+pub struct RopeTables {
+    pub cos: Tensor<2>,
+    pub sin: Tensor<2>,
+}
+
+/// Per-layer key/value cache for incremental decoding.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layers` layers.
+    pub fn new(n_layers: usize) -> Self {
+        Self {
+            layers: vec![None; n_layers],
+        }
+    }
+
+    /// Number of positions already cached.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map(|(k, _)| k.dims()[2])
+            .unwrap_or(0)
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let (k, v) = match self.layers[layer].take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        self.layers[layer] = Some((k.clone(), v.clone()));
+        (k, v)
+    }
+}
+
+/// One forward pass's inputs: token ids, their positions and which key positions are padding.
+#[derive(Clone, Debug)]
+pub struct ForwardInput {
+    /// `[batch, seq]` token ids.
+    pub tokens: Tensor<2, Int>,
+    /// `[batch, seq]` RoPE positions (per row, so left padding does not shift them).
+    pub positions: Tensor<2, Int>,
+    /// `[batch, cached + seq]`, `true` where the key position is padding. `None`: no padding.
+    pub key_padding: Option<Tensor<2, Bool>>,
+}
+
+/// Which positions' logits a forward pass computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Every position (training, scoring).
+    All,
+    /// Only the last position (generation): skips a `[seq, vocab]` GEMM.
+    Last,
+}
+
+impl SelfAttention {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &(Tensor<4>, Tensor<4>),
+        mask: Option<Tensor<4, Bool>>,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = self
+            .q_proj
+            .forward(x.clone())
+            .reshape([b, s, nh, hd])
+            .swap_dims(1, 2);
+        let k = self
+            .k_proj
+            .forward(x.clone())
+            .reshape([b, s, nkv, hd])
+            .swap_dims(1, 2);
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, s, nkv, hd])
+            .swap_dims(1, 2);
+        let q = apply_rope(q, rope);
+        let k = apply_rope(k, rope);
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, k, v),
+            None => (k, v),
+        };
+        // The fused CPU kernel shares kv heads itself (GQA); Burn's autodiff fallback needs them repeated.
+        let (k, v) = if k.device().is_autodiff() {
+            (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv))
+        } else {
+            (k, v)
+        };
+        // Causal masking is bottom-right aligned, which is what a KV cache needs.
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: true,
+        };
+        let out = attention(q, k, v, mask, None, options);
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
+    }
+}
+
+/// Expands `[b, n_kv, s, d]` to `[b, n_kv * groups, s, d]` (each kv head shared by `groups` query heads).
+fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, nkv, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, nkv, groups, s, d])
+        .reshape([b, nkv * groups, s, d])
+}
+
+/// HF rotate-half RoPE: `x * cos + rotate_half(x) * sin`, tables already gathered to `[b, 1, s, d]`.
+fn apply_rope(x: Tensor<4>, (cos, sin): &(Tensor<4>, Tensor<4>)) -> Tensor<4> {
+    let d = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, d / 2);
+    let x2 = x.clone().narrow(3, d / 2, d / 2);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = activation::silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+impl DecoderLayer {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &(Tensor<4>, Tensor<4>),
+        mask: Option<Tensor<4, Bool>>,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rope, mask, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+impl RopeTables {
+    /// Tables for positions `0..max_positions`, with Llama-3 frequency scaling when configured.
+    pub fn new(config: &ModelConfig, max_positions: usize, device: &Device) -> Self {
+        let inv_freq = rope_inv_freq(config);
+        let half = inv_freq.len();
+        let d = half * 2;
+        let mut cos = vec![0f32; max_positions * d];
+        let mut sin = vec![0f32; max_positions * d];
+        for p in 0..max_positions {
+            for (i, f) in inv_freq.iter().enumerate() {
+                // f64 angles: f32 loses precision at large positions.
+                let angle = p as f64 * f;
+                let (s, c) = angle.sin_cos();
+                for j in [i, i + half] {
+                    cos[p * d + j] = c as f32;
+                    sin[p * d + j] = s as f32;
+                }
+            }
+        }
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, [max_positions, d]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [max_positions, d]), device),
+        }
+    }
+
+    /// Number of positions the tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// Gathers the tables at `positions` (`[b, s]`) into `[b, 1, s, d]`.
+    fn gather(&self, positions: Tensor<2, Int>) -> (Tensor<4>, Tensor<4>) {
+        let [b, s] = positions.dims();
+        let d = self.cos.dims()[1];
+        let flat = positions.reshape([b * s]);
+        let cos = self
+            .cos
+            .clone()
+            .select(0, flat.clone())
+            .reshape([b, 1, s, d]);
+        let sin = self.sin.clone().select(0, flat).reshape([b, 1, s, d]);
+        (cos, sin)
+    }
+}
+
+/// Inverse RoPE frequencies `theta^(-2i/d)`, rescaled the Llama-3 way when the config asks for it.
+fn rope_inv_freq(config: &ModelConfig) -> Vec<f64> {
+    let d = config.head_dim;
+    let base: Vec<f64> = (0..d / 2)
+        .map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f64 / d as f64))
+        .collect();
+    let Some(s) = &config.rope_scaling else {
+        return base;
+    };
+    let old_ctx = s.original_max_position_embeddings as f64;
+    let low_wavelen = old_ctx / s.low_freq_factor;
+    let high_wavelen = old_ctx / s.high_freq_factor;
+    base.into_iter()
+        .map(|f| {
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            if wavelen < high_wavelen {
+                f
+            } else if wavelen > low_wavelen {
+                f / s.factor
+            } else {
+                let smooth = (old_ctx / wavelen - s.low_freq_factor)
+                    / (s.high_freq_factor - s.low_freq_factor);
+                (1.0 - smooth) * f / s.factor + smooth * f
+            }
+        })
+        .collect()
+}
+
+/// What [`Llama::forward_detailed`] returns.
+pub struct ForwardOutput {
+    /// `[batch, seq, vocab]` (or `[batch, 1, vocab]` with [`Logits::Last`]).
+    pub logits: Tensor<3>,
+    /// Hidden states: index 0 the embeddings, then after each layer, the last one after the final norm
+    /// (Hugging Face's `output_hidden_states` convention). Empty unless asked for.
+    pub hidden_states: Vec<Tensor<3>>,
+}
+
+impl Llama {
+    /// Builds the model from any weight source (GGUF file or Hugging Face folder) on `device`.
+    pub fn load(
+        source: &dyn WeightSource,
+        device: &Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self, ModelError> {
+        let c = source.config().clone();
+        validate_config(source, &c)?;
+        let total = c.num_hidden_layers + 2;
+        let loader = Loader { source, device };
+        let embed = loader.tensor("model.embed_tokens.weight", &[c.vocab_size, c.hidden_size])?;
+        progress(1, total);
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        let (q_out, kv_out) = (
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+        );
+        for i in 0..c.num_hidden_layers {
+            let p = |n: &str| format!("model.layers.{i}.{n}");
+            let bias = c.attention_bias;
+            layers.push(DecoderLayer {
+                input_layernorm: loader.norm(&p("input_layernorm.weight"), &c)?,
+                self_attn: SelfAttention {
+                    q_proj: loader.linear(&p("self_attn.q_proj"), c.hidden_size, q_out, bias)?,
+                    k_proj: loader.linear(&p("self_attn.k_proj"), c.hidden_size, kv_out, bias)?,
+                    v_proj: loader.linear(&p("self_attn.v_proj"), c.hidden_size, kv_out, bias)?,
+                    o_proj: loader.linear(&p("self_attn.o_proj"), q_out, c.hidden_size, false)?,
+                    num_heads: c.num_attention_heads,
+                    num_kv_heads: c.num_key_value_heads,
+                    head_dim: c.head_dim,
+                },
+                post_attention_layernorm: loader.norm(&p("post_attention_layernorm.weight"), &c)?,
+                mlp: Mlp {
+                    gate_proj: loader.linear(
+                        &p("mlp.gate_proj"),
+                        c.hidden_size,
+                        c.intermediate_size,
+                        false,
+                    )?,
+                    up_proj: loader.linear(
+                        &p("mlp.up_proj"),
+                        c.hidden_size,
+                        c.intermediate_size,
+                        false,
+                    )?,
+                    down_proj: loader.linear(
+                        &p("mlp.down_proj"),
+                        c.intermediate_size,
+                        c.hidden_size,
+                        false,
+                    )?,
+                },
+            });
+            progress(i + 2, total);
+        }
+        let lm_head = if c.tie_word_embeddings {
+            transpose_to_tensor(&embed, device)
+        } else {
+            let w = loader.tensor("lm_head.weight", &[c.vocab_size, c.hidden_size])?;
+            transpose_to_tensor(&w, device)
+        };
+        let norm = loader.norm("model.norm.weight", &c)?;
+        let embed_tokens = Embedding {
+            weight: Param::from_tensor(to_tensor(embed, device)),
+        };
+        progress(total, total);
+        // RoPE tables beyond a few thousand positions cost memory for nothing at our prompt sizes; they are
+        // rebuilt on demand by `ensure_positions`.
+        let rope = RopeTables::new(&c, c.max_position_embeddings.min(4096), device);
+        Ok(Self {
+            model: LlamaModel {
+                embed_tokens,
+                layers,
+                norm,
+            },
+            lm_head: Param::from_tensor(lm_head),
+            rope,
+            config: c,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.lm_head.val().device()
+    }
+
+    /// A fresh KV cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.num_hidden_layers)
+    }
+
+    /// Makes sure the RoPE tables cover `positions` positions (up to the model's maximum).
+    pub fn ensure_positions(&mut self, positions: usize) -> Result<(), ModelError> {
+        if positions > self.config.max_position_embeddings {
+            return Err(ModelError::InvalidOption {
+                name: "sequence length".into(),
+                value: positions.to_string(),
+                reason: format!(
+                    "the model supports at most {} positions",
+                    self.config.max_position_embeddings
+                ),
+            });
+        }
+        if positions > self.rope.max_positions() {
+            let n = positions
+                .next_power_of_two()
+                .min(self.config.max_position_embeddings);
+            self.rope = RopeTables::new(&self.config, n, &self.device());
+        }
+        Ok(())
+    }
+
+    /// Logits for `input`, appending to `cache` when given.
+    pub fn forward(
+        &self,
+        input: ForwardInput,
+        cache: Option<&mut KvCache>,
+        logits: Logits,
+    ) -> Tensor<3> {
+        self.forward_detailed(input, cache, logits, false).logits
+    }
+
+    /// Like [`forward`](Self::forward), optionally returning every layer's hidden states.
+    pub fn forward_detailed(
+        &self,
+        input: ForwardInput,
+        mut cache: Option<&mut KvCache>,
+        logits: Logits,
+        hidden_states: bool,
+    ) -> ForwardOutput {
+        let [b, s] = input.tokens.dims();
+        let rope = self.rope.gather(input.positions);
+        let mask = input.key_padding.map(|pad| {
+            let k = pad.dims()[1];
+            pad.reshape([b, 1, 1, k]).expand([b, 1, s, k])
+        });
+        let mut x = self.model.embed_tokens.forward(input.tokens);
+        let mut hidden = Vec::new();
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            if hidden_states {
+                hidden.push(x.clone());
+            }
+            let c = cache.as_deref_mut().map(|c| (c, i));
+            x = layer.forward(x, &rope, mask.clone(), c);
+        }
+        let x = self.model.norm.forward(x);
+        if hidden_states {
+            hidden.push(x.clone());
+        }
+        let x = match logits {
+            Logits::All => x,
+            Logits::Last => x.narrow(1, s - 1, 1),
+        };
+        let [b2, s2, h] = x.dims();
+        let logits = x.reshape([b2 * s2, h]).matmul(self.lm_head.val()).reshape([
+            b2,
+            s2,
+            self.config.vocab_size,
+        ]);
+        debug_assert_eq!(b, b2);
+        ForwardOutput {
+            logits,
+            hidden_states: hidden,
+        }
+    }
+}
+
+fn validate_config(source: &dyn WeightSource, c: &ModelConfig) -> Result<(), ModelError> {
+    let bad = |field: &str, message: String| {
+        Err(ModelError::Format(engram_formats::FormatError::BadConfig {
+            path: source.path().to_path_buf(),
+            field: field.into(),
+            message,
+        }))
+    };
+    if c.num_key_value_heads == 0 || c.num_attention_heads % c.num_key_value_heads != 0 {
+        return bad(
+            "num_key_value_heads",
+            format!(
+                "{} does not divide num_attention_heads {}",
+                c.num_key_value_heads, c.num_attention_heads
+            ),
+        );
+    }
+    if c.head_dim == 0 || c.head_dim % 2 != 0 {
+        return bad(
+            "head_dim",
+            format!("{} must be even and non-zero", c.head_dim),
+        );
+    }
+    Ok(())
+}
+
+struct Loader<'a> {
+    source: &'a dyn WeightSource,
+    device: &'a Device,
+}
+
+impl Loader<'_> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<TensorF32, ModelError> {
+        let t = self.source.tensor(name)?;
+        if t.shape != shape {
+            return Err(ModelError::WrongShape {
+                path: self.source.path().to_path_buf(),
+                tensor: name.into(),
+                expected: shape.to_vec(),
+                found: t.shape,
+            });
+        }
+        Ok(t)
+    }
+
+    fn linear(
+        &self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Linear, ModelError> {
+        let w = self.tensor(&format!("{name}.weight"), &[d_out, d_in])?;
+        let bias = if bias {
+            let b = self.tensor(&format!("{name}.bias"), &[d_out])?;
+            Some(Param::from_tensor(to_tensor::<1>(b, self.device)))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(transpose_to_tensor(&w, self.device)),
+            bias,
+        })
+    }
+
+    fn norm(&self, name: &str, c: &ModelConfig) -> Result<RmsNorm, ModelError> {
+        let w = self.tensor(name, &[c.hidden_size])?;
+        Ok(RmsNorm {
+            gamma: Param::from_tensor(to_tensor::<1>(w, self.device)),
+            epsilon: c.rms_norm_eps,
+        })
+    }
+}
+
+fn to_tensor<const D: usize>(t: TensorF32, device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(t.data, t.shape), device)
+}
+
+/// `[out, in]` (PyTorch) to a contiguous `[in, out]` (Burn) tensor.
+fn transpose_to_tensor(t: &TensorF32, device: &Device) -> Tensor<2> {
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let mut out = vec![0f32; rows * cols];
+    // Blocked transpose: a naive one strides through memory on the write side.
+    const B: usize = 32;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    out[c * rows + r] = t.data[r * cols + c];
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(out, [cols, rows]), device)
+}

@@ -1,0 +1,157 @@
+//! Opening a model from a path: a GGUF file (weights and tokenizer in one) or a Hugging Face folder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use engram_formats::gguf::{GgufFile, GgufWeights};
+use engram_formats::hf::{HfWeights, is_hf_folder};
+use engram_formats::{ModelConfig, WeightSource};
+use engram_tokenizer::{ChatTemplate, GgufVocab, Tokenizer};
+
+use crate::ModelError;
+use crate::llama::Llama;
+
+/// A model ready to run: weights on a device, its tokenizer and chat template.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    pub chat_template: ChatTemplate,
+    /// The file or folder it came from.
+    pub path: PathBuf,
+}
+
+/// The weights of a GGUF file or Hugging Face folder, whichever `path` is.
+pub fn open_weights(path: &Path) -> Result<Box<dyn WeightSource>, ModelError> {
+    if path.is_dir() {
+        if !is_hf_folder(path) {
+            return Err(ModelError::Model {
+                path: path.to_path_buf(),
+                reason: "a model folder needs config.json and model.safetensors (or model.safetensors.index.json)"
+                    .into(),
+            });
+        }
+        Ok(Box::new(HfWeights::open(path)?))
+    } else {
+        Ok(Box::new(GgufWeights::open(path)?))
+    }
+}
+
+/// The tokenizer that belongs to a model path: a folder's `tokenizer.json`, or the GGUF's own vocabulary.
+pub fn open_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
+    if path.is_dir() {
+        let file = path.join("tokenizer.json");
+        if !file.is_file() {
+            return Err(ModelError::Model {
+                path: path.to_path_buf(),
+                reason: "no tokenizer.json in the model folder".into(),
+            });
+        }
+        return Ok(Tokenizer::from_file(&file)?);
+    }
+    let gguf = GgufFile::open(path)?;
+    Ok(Tokenizer::from_gguf_vocab(&gguf_vocab(&gguf)?)?)
+}
+
+/// Reads the `tokenizer.ggml.*` metadata of a GGUF file.
+pub fn gguf_vocab(gguf: &GgufFile) -> Result<GgufVocab, ModelError> {
+    let opt_u32 = |key: &str| gguf.get_u64(key).ok().map(|v| v as u32);
+    Ok(GgufVocab {
+        model: gguf.get_str("tokenizer.ggml.model")?.to_string(),
+        pre: gguf.get_str("tokenizer.ggml.pre").ok().map(str::to_string),
+        tokens: gguf.get_str_array("tokenizer.ggml.tokens")?,
+        token_types: gguf
+            .get_i64_array("tokenizer.ggml.token_type")
+            .map(|v| v.into_iter().map(|t| t as i32).collect())
+            .unwrap_or_default(),
+        merges: gguf
+            .get_str_array("tokenizer.ggml.merges")
+            .unwrap_or_default(),
+        bos_id: opt_u32("tokenizer.ggml.bos_token_id"),
+        eos_id: opt_u32("tokenizer.ggml.eos_token_id"),
+        pad_id: opt_u32("tokenizer.ggml.padding_token_id"),
+        unk_id: opt_u32("tokenizer.ggml.unknown_token_id"),
+        add_bos: gguf
+            .get_bool("tokenizer.ggml.add_bos_token")
+            .unwrap_or(false),
+        chat_template: gguf
+            .get_str("tokenizer.chat_template")
+            .ok()
+            .map(str::to_string),
+    })
+}
+
+/// The chat template to use with a tokenizer: its own (from the GGUF or `tokenizer_config.json`), else
+/// the one that fits the architecture.
+pub fn chat_template_for(tokenizer: &Tokenizer, config: &ModelConfig) -> ChatTemplate {
+    tokenizer
+        .chat_template()
+        .cloned()
+        .unwrap_or_else(|| match config.architecture {
+            engram_formats::Architecture::Qwen2 => ChatTemplate::qwen2(),
+            engram_formats::Architecture::Llama => ChatTemplate::chatml(),
+        })
+}
+
+/// Loads weights, tokenizer and chat template from `path` onto `device`.
+///
+/// `progress(done, total)` is called as layers are loaded.
+pub fn load_model(
+    path: &Path,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<LoadedModel, ModelError> {
+    let weights = open_weights(path)?;
+    let tokenizer = open_tokenizer(path)?;
+    let model = Llama::load(weights.as_ref(), device, progress)?;
+    let chat_template = chat_template_for(&tokenizer, model.config());
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat_template,
+        path: path.to_path_buf(),
+    })
+}
+
+/// What `engram info` shows about a model file without loading it onto a device.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub format: String,
+    pub config: ModelConfig,
+    pub parameters: usize,
+    /// Storage type → number of tensors.
+    pub tensor_types: BTreeMap<String, usize>,
+    pub tensor_count: usize,
+    pub tokenizer: String,
+    pub chat_template: String,
+}
+
+/// Describes the model at `path` (reads metadata, not weights).
+pub fn model_info(path: &Path) -> Result<ModelInfo, ModelError> {
+    let weights = open_weights(path)?;
+    let tokenizer = open_tokenizer(path)?;
+    let names = weights.tensor_names();
+    let mut tensor_types = BTreeMap::new();
+    for n in &names {
+        let t = weights.stored_dtype(n).unwrap_or_else(|| "?".into());
+        *tensor_types.entry(t).or_insert(0) += 1;
+    }
+    let config = weights.config().clone();
+    Ok(ModelInfo {
+        path: path.to_path_buf(),
+        format: if path.is_dir() {
+            "Hugging Face folder"
+        } else {
+            "GGUF"
+        }
+        .into(),
+        parameters: config.parameter_count(),
+        chat_template: chat_template_for(&tokenizer, &config).name().to_string(),
+        config,
+        tensor_types,
+        tensor_count: names.len(),
+        tokenizer: tokenizer.kind_summary(),
+    })
+}
