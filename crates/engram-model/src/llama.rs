@@ -486,7 +486,7 @@ fn validate_config(source: &dyn WeightSource, c: &ModelConfig) -> Result<(), Mod
             message,
         }))
     };
-    if c.num_key_value_heads == 0 || c.num_attention_heads % c.num_key_value_heads != 0 {
+    if c.num_key_value_heads == 0 || !c.num_attention_heads.is_multiple_of(c.num_key_value_heads) {
         return bad(
             "num_key_value_heads",
             format!(
@@ -495,7 +495,7 @@ fn validate_config(source: &dyn WeightSource, c: &ModelConfig) -> Result<(), Mod
             ),
         );
     }
-    if c.head_dim == 0 || c.head_dim % 2 != 0 {
+    if c.head_dim == 0 || !c.head_dim.is_multiple_of(2) {
         return bad(
             "head_dim",
             format!("{} must be even and non-zero", c.head_dim),
