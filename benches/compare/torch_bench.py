@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""PyTorch + transformers side of engram's benchmark (see README.md beside this file for the definitions).
+
+    benches/compare/.venv/bin/python benches/compare/torch_bench.py --model PATH.gguf --threads 2 [--json OUT]
+
+Loads the GGUF with transformers (dequantised to f32) and measures load time, prefill tokens/s (128 tokens,
+batch 1 and 4), decode tokens/s (64 greedy steps with the KV cache, batch 1) and peak RSS. A human table goes
+to stderr; one JSON object goes to stdout (and to --json OUT when given). Nothing else is written to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PREFILL_TOKENS = 128
+PREFILL_BATCHES = (1, 4)
+DECODE_PROMPT_TOKENS = 16
+DECODE_STEPS = 64
+SANITY_PROMPT = "The capital of France is"
+SANITY_NEW_TOKENS = 8
+
+DEFINITIONS = {
+    "load_s": "median over --load-reps of wall seconds for AutoTokenizer.from_pretrained + "
+    "AutoModelForCausalLM.from_pretrained(dtype=float32) + .eval(), from the GGUF file; the previous model "
+    "is freed before each load; Python imports are done before timing",
+    "prefill_bN_tok_s": "N*128 / median seconds of one model(input_ids=[N,128], use_cache=False, "
+    "logits_to_keep=1) forward (last-position logits only); input = first 128 token ids of prompt.txt "
+    "(ids cycled if shorter), the same row N times, no padding; --warmup untimed runs first",
+    "decode_b1_tok_s": "64 / median seconds of 64 single-token forwards with the KV cache (DynamicCache), "
+    "batch 1, after an untimed prefill of the first 16 ids of prompt.txt; each step feeds the argmax of "
+    "the previous step's last logits (the first from the prefill), no EOS stop; manual loop, not generate()",
+    "peak_rss_mb": "resource.getrusage(RUSAGE_SELF).ru_maxrss / 1024 (kB -> MiB, = VmHWM) at the end of the run",
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def die(msg: str, code: int = 2) -> None:
+    print(f"torch_bench.py: error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, type=Path, help="GGUF file (or a Hugging Face model folder)")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads(N) (default 2)")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement, median reported")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before each measurement (default 1)")
+    p.add_argument("--load-reps", type=int, default=3, help="model loads timed, median reported (default 3)")
+    p.add_argument("--prompt-file", type=Path, default=HERE / "prompt.txt", help="benchmark text")
+    p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON object to this file")
+    a = p.parse_args()
+    if a.threads < 1 or a.reps < 1 or a.warmup < 0 or a.load_reps < 1:
+        p.error("--threads, --reps and --load-reps must be >= 1, --warmup >= 0")
+    return a
+
+
+def vm_status_mb(key: str) -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def other_runnable_tasks(samples: int = 10, interval: float = 0.05) -> int:
+    """Median count of runnable tasks on the machine besides this one (the 4th field of /proc/loadavg)."""
+    counts = []
+    try:
+        for _ in range(samples):
+            counts.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]) - 1)
+            time.sleep(interval)
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, int(statistics.median(counts)))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main() -> int:
+    args = parse_args()
+
+    # Stdout carries only the JSON: send everything else (library prints, progress bars) to stderr,
+    # at the file-descriptor level so that native code cannot write to it either.
+    json_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    model_path = args.model.expanduser().resolve()
+    if not model_path.exists():
+        die(f"model not found: {args.model} (fetch it with `cargo run --release -p engram-cli -- fetch`; "
+            "it lands in the engram cache, ~/.cache/engram)")
+    if model_path.is_file():
+        if model_path.suffix.lower() != ".gguf":
+            die(f"{model_path} is not a .gguf file")
+        with open(model_path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                die(f"{model_path} is not a GGUF file (bad magic)")
+        load_dir, load_kw = str(model_path.parent), {"gguf_file": model_path.name}
+    elif (model_path / "config.json").is_file():
+        load_dir, load_kw = str(model_path), {}
+    else:
+        die(f"{model_path} is neither a GGUF file nor a folder with config.json")
+    if not args.prompt_file.is_file():
+        die(f"prompt file not found: {args.prompt_file}")
+    prompt_bytes = args.prompt_file.read_bytes()
+    prompt_text = prompt_bytes.decode("utf-8")  # used exactly as stored, like include_str! on the Rust side
+
+    # Threads and offline mode must be set before torch/transformers are imported.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantisation progress bar is a plain tqdm
+
+    try:
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        # Imported up front so that load_s measures reading the model, not importing Python modules.
+        import transformers.models.llama.modeling_llama  # noqa: F401
+        if "gguf_file" in load_kw:
+            import gguf  # noqa: F401
+            import transformers.integrations.ggml  # noqa: F401
+            import transformers.modeling_gguf_pytorch_utils  # noqa: F401
+    except ImportError as e:
+        die(f"{e}; create the venv with `bash benches/compare/setup.sh` and run this script with "
+            "benches/compare/.venv/bin/python")
+    rss_after_import_mb = vm_status_mb("VmRSS")
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
+    busy_start = other_runnable_tasks()
+    if busy_start >= 1:
+        log(f"warning: {busy_start} other runnable task(s) on the machine (load average {load_start[0]:.1f}): "
+            "other processes are using the CPU, the figures will be low and noisy")
+    log(f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{torch.get_num_threads()} thread(s), model {model_path}")
+
+    # ---------------------------------------------------------------- load
+    tok = model = None
+    loads, tok_loads, model_loads = [], [], []
+    for i in range(args.load_reps):
+        tok = model = None
+        gc.collect()
+        t0 = time.perf_counter()
+        tok = AutoTokenizer.from_pretrained(load_dir, **load_kw)
+        t1 = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(load_dir, dtype=torch.float32, **load_kw)
+        model.eval()
+        t2 = time.perf_counter()
+        loads.append(t2 - t0)
+        tok_loads.append(t1 - t0)
+        model_loads.append(t2 - t1)
+        log(f"load {i + 1}/{args.load_reps}: {t2 - t0:.2f} s (tokenizer {t1 - t0:.2f} s, model {t2 - t1:.2f} s)")
+    rss_after_load_mb = vm_status_mb("VmRSS")
+    attn_impl = getattr(model.config, "_attn_implementation", None)
+    n_params = sum(p.numel() for p in model.parameters())
+    dtypes = sorted({str(p.dtype) for p in model.parameters()})
+    if dtypes != ["torch.float32"]:
+        die(f"expected f32 parameters, got {dtypes}")
+
+    def ids_of_len(n: int) -> list[int]:
+        ids = tok(prompt_text).input_ids
+        if not ids:
+            die("the prompt text tokenizes to nothing")
+        return [ids[i % len(ids)] for i in range(n)]  # cycled, like .cycle().take(n) in Rust
+
+    prefill_ids = ids_of_len(PREFILL_TOKENS)
+    decode_prompt_ids = ids_of_len(DECODE_PROMPT_TOKENS)
+
+    def timed(fn, label: str, key: str) -> list[float]:
+        """fn() -> (wall seconds, process CPU seconds) of its timed part; returns the wall samples."""
+        for _ in range(args.warmup):
+            fn()
+        gc.collect()
+        runs = [fn() for _ in range(args.reps)]
+        wall = [w for w, _ in runs]
+        samples[key] = wall
+        samples_cpu[key] = [c for _, c in runs]
+        log(f"{label}: " + ", ".join(f"{w * 1e3:.1f}" for w in wall) + " ms wall; "
+            + ", ".join(f"{c * 1e3:.1f}" for _, c in runs) + " ms CPU (all threads)")
+        return wall
+
+    def argmax_last(logits) -> int:
+        return int(logits[0, -1].argmax())
+
+    def greedy(ids: list[int], steps: int) -> tuple[list[int], float, float]:
+        """Untimed prefill of ids, then `steps` timed single-token steps; returns new ids, wall and CPU seconds."""
+        out = model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+        past = out.past_key_values
+        nxt = argmax_last(out.logits)
+        new = [nxt]
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            out = model(input_ids=torch.tensor([[nxt]]), past_key_values=past, use_cache=True, logits_to_keep=1)
+            past = out.past_key_values
+            nxt = argmax_last(out.logits)
+            new.append(nxt)
+        t1 = time.perf_counter()
+        return new, t1 - t0, time.process_time() - c0
+
+    results: dict = {}
+    samples: dict = {"load_s": loads}
+    samples_cpu: dict = {}
+    with torch.inference_mode():
+        # ------------------------------------------------------------ sanity
+        sanity_ids = tok(SANITY_PROMPT).input_ids
+        gen, _, _ = greedy(sanity_ids, SANITY_NEW_TOKENS - 1)
+        sanity_text = tok.decode(gen)
+        sanity_ok = sanity_text.startswith(" Paris.")
+        verdict = "ok" if sanity_ok else "UNEXPECTED: expected it to start with ' Paris.'"
+        log(f"sanity: {SANITY_PROMPT!r} -> {sanity_text!r} ({verdict})")
+
+        # ------------------------------------------------------------ prefill
+        for b in PREFILL_BATCHES:
+            x = torch.tensor([prefill_ids] * b)
+
+            def run_prefill(x=x) -> tuple[float, float]:
+                c0 = time.process_time()
+                t0 = time.perf_counter()
+                out = model(input_ids=x, use_cache=False, logits_to_keep=1)
+                _ = out.logits.sum().item()  # touch the result (already computed: CPU eager is synchronous)
+                t1 = time.perf_counter()
+                return t1 - t0, time.process_time() - c0
+
+            s = timed(run_prefill, f"prefill b{b} x {PREFILL_TOKENS}", f"prefill_b{b}_s")
+            results[f"prefill_b{b}_tok_s"] = b * PREFILL_TOKENS / statistics.median(s)
+
+        # ------------------------------------------------------------ decode
+        decode_runs: list[list[int]] = []
+
+        def run_decode() -> tuple[float, float]:
+            new, wall, cpu = greedy(decode_prompt_ids, DECODE_STEPS)
+            decode_runs.append(new)
+            return wall, cpu
+
+        s = timed(run_decode, f"decode {DECODE_STEPS} steps", "decode_64_steps_s")
+        results["decode_b1_tok_s"] = DECODE_STEPS / statistics.median(s)
+        if any(r != decode_runs[0] for r in decode_runs):
+            log("warning: greedy decode was not deterministic across repetitions")
+
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    report = {
+        "load_s": statistics.median(loads),
+        "prefill_b1_tok_s": results["prefill_b1_tok_s"],
+        "prefill_b4_tok_s": results["prefill_b4_tok_s"],
+        "decode_b1_tok_s": results["decode_b1_tok_s"],
+        "peak_rss_mb": peak_rss_mb,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "threads": args.threads,
+        # extras
+        "load_tokenizer_s": statistics.median(tok_loads),
+        "load_model_s": statistics.median(model_loads),
+        "rss_after_import_mb": rss_after_import_mb,
+        "rss_after_load_mb": rss_after_load_mb,
+        "reps": args.reps,
+        "warmup": args.warmup,
+        "load_reps": args.load_reps,
+        "torch_num_threads": torch.get_num_threads(),
+        "attn_implementation": attn_impl,
+        "parameters": n_params,
+        "model": str(model_path),
+        "prompt_file_sha256": hashlib.sha256(prompt_bytes).hexdigest(),
+        "prefill_prompt_ids": prefill_ids,
+        "decode_prompt_ids": decode_prompt_ids,
+        "decode_generated_ids": decode_runs[0],
+        "sanity_prompt": SANITY_PROMPT,
+        "sanity_continuation": sanity_text,
+        "sanity_generated_ids": gen,
+        "sanity_ok": sanity_ok,
+        "samples": samples,
+        "samples_cpu": samples_cpu,
+        "loadavg_1m_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
+        "other_runnable_tasks_start_end": [busy_start, other_runnable_tasks()],
+        "python_version": platform.python_version(),
+        "cpu": cpu_name(),
+        "definitions": DEFINITIONS,
+    }
+
+    rows = [
+        ("load (s)", f"{report['load_s']:.2f}",
+         f"tokenizer {report['load_tokenizer_s']:.2f} + model {report['load_model_s']:.2f}, median of {args.load_reps}"),
+        (f"prefill tok/s, {PREFILL_TOKENS} tokens, batch 1", f"{report['prefill_b1_tok_s']:.1f}",
+         f"{statistics.median(samples['prefill_b1_s']) * 1e3:.1f} ms / forward"),
+        (f"prefill tok/s, {PREFILL_TOKENS} tokens, batch 4", f"{report['prefill_b4_tok_s']:.1f}",
+         f"{statistics.median(samples['prefill_b4_s']) * 1e3:.1f} ms / forward"),
+        (f"decode tok/s, {DECODE_STEPS} steps, batch 1", f"{report['decode_b1_tok_s']:.1f}",
+         f"{statistics.median(samples['decode_64_steps_s']) * 1e3 / DECODE_STEPS:.2f} ms / token"),
+        ("peak RSS (MB)", f"{peak_rss_mb:.0f}", f"after imports {rss_after_import_mb:.0f} MB, after load {rss_after_load_mb:.0f} MB"),
+    ]
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    log("")
+    log(f"PyTorch {torch.__version__} + transformers {transformers.__version__}, {args.threads} thread(s), "
+        f"f32, attn={attn_impl}, medians of {args.reps} reps ({args.warmup} warm-up)")
+    for name, val, note in rows:
+        log(f"  {name:<{w0}}  {val:>{w1}}   ({note})")
+    log(f"  sanity: {SANITY_PROMPT!r} -> {sanity_text!r}")
+
+    text = json.dumps(report, indent=1)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    json_out.write(text + "\n")
+    json_out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+//! `engram-bench`: load time, prefill and decode throughput and peak memory of engram on the default model,
+//! printed as a table beside the same measurements from PyTorch + transformers (run in the same go, same
+//! thread count) when `--compare` is given.
+//!
+//! Definitions (shared with `benches/compare/torch_bench.py`):
+//! - load: seconds from file to a model ready on the device (median of `--load-reps`).
+//! - prefill tok/s: `batch * 128 / median seconds` of one forward pass over a 128-token prompt, computing the
+//!   last position's logits (what generation needs).
+//! - decode tok/s: `64 / seconds` for 64 greedy decode steps with the KV cache after a 16-token prompt, batch
+//!   1 (the prefill is not timed).
+//! - peak RSS: the process's high-water resident set (`VmHWM`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::Parser;
+use engram_model::{
+    DeviceSpec, ForwardInput, LoadedModel, Logits, argmax, left_padded_batch, load_model,
+};
+use serde::{Deserialize, Serialize};
+
+/// The benchmark prompt: English prose, tokenized and cut (or repeated) to the needed length.
+pub const BENCH_TEXT: &str = include_str!("../../../benches/compare/prompt.txt");
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "engram-bench",
+    about = "Speed and memory of engram, beside PyTorch"
+)]
+struct Args {
+    /// Model (GGUF file or HF folder); default: the cached SmolLM2-135M-Instruct.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Threads for both engram (rayon) and PyTorch.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    #[arg(long, default_value_t = 3)]
+    load_reps: usize,
+    /// Also run benches/compare/torch_bench.py (needs benches/compare/setup.sh to have run).
+    #[arg(long)]
+    compare: bool,
+    /// Python of the comparison venv.
+    #[arg(long, default_value = "benches/compare/.venv/bin/python")]
+    python: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Write the figures as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One implementation's figures.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Figures {
+    load_s: f64,
+    prefill_b1_tok_s: f64,
+    prefill_b4_tok_s: f64,
+    decode_b1_tok_s: f64,
+    peak_rss_mb: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn tokens_of_len(m: &LoadedModel, n: usize) -> Vec<u32> {
+    let ids = m.tokenizer.encode(BENCH_TEXT).expect("bench text encodes");
+    ids.iter().copied().cycle().take(n).collect()
+}
+
+fn time_prefill(m: &LoadedModel, batch: usize, reps: usize) -> f64 {
+    let device = m.model.device();
+    let prompt = tokens_of_len(m, 128);
+    let prompts = vec![prompt; batch];
+    let run = || {
+        let b = left_padded_batch(&prompts, 2, &device).expect("batch");
+        let start = Instant::now();
+        let logits = m.model.forward(b.input, None, Logits::Last);
+        let _ = logits.into_data();
+        start.elapsed().as_secs_f64()
+    };
+    run(); // warm-up
+    let t = median((0..reps).map(|_| run()).collect());
+    (batch * 128) as f64 / t
+}
+
+fn time_decode(m: &LoadedModel, reps: usize) -> f64 {
+    let device = m.model.device();
+    let prompt = tokens_of_len(m, 16);
+    let run = || {
+        let mut cache = m.model.new_cache();
+        let b = left_padded_batch(std::slice::from_ref(&prompt), 2, &device).expect("batch");
+        let logits = m.model.forward(b.input, Some(&mut cache), Logits::Last);
+        let mut next = argmax(&logits.try_into_vec_as::<f32>().expect("f32"));
+        let start = Instant::now();
+        for step in 0..64 {
+            let input = ForwardInput {
+                tokens: Tensor::<2, Int>::from_data(
+                    TensorData::new(vec![next as i64], [1, 1]),
+                    &device,
+                ),
+                positions: Tensor::<2, Int>::from_data(
+                    TensorData::new(vec![(16 + step) as i64], [1, 1]),
+                    &device,
+                ),
+                key_padding: None,
+            };
+            let logits = m.model.forward(input, Some(&mut cache), Logits::Last);
+            next = argmax(&logits.try_into_vec_as::<f32>().expect("f32"));
+        }
+        start.elapsed().as_secs_f64()
+    };
+    run();
+    let t = median((0..reps).map(|_| run()).collect());
+    64.0 / t
+}
+
+fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::Error>> {
+    let device = args.device.parse::<DeviceSpec>()?.device()?;
+    let mut loads = Vec::new();
+    let mut model = None;
+    for _ in 0..args.load_reps.max(1) {
+        drop(model.take());
+        let start = Instant::now();
+        let m = load_model(path, &device, &mut |_, _| {})?;
+        loads.push(start.elapsed().as_secs_f64());
+        model = Some(m);
+    }
+    let m = model.expect("loaded at least once");
+    Ok(Figures {
+        load_s: median(loads),
+        prefill_b1_tok_s: time_prefill(&m, 1, args.reps),
+        prefill_b4_tok_s: time_prefill(&m, 4, args.reps),
+        decode_b1_tok_s: time_decode(&m, args.reps),
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+fn run_torch(args: &Args, path: &Path) -> Result<Figures, String> {
+    if !args.python.exists() {
+        return Err(format!(
+            "{} not found: run `bash benches/compare/setup.sh` first",
+            args.python.display()
+        ));
+    }
+    let out = Command::new(&args.python)
+        .arg("benches/compare/torch_bench.py")
+        .arg("--model")
+        .arg(path)
+        .arg("--threads")
+        .arg(args.threads.to_string())
+        .arg("--reps")
+        .arg(args.reps.to_string())
+        .output()
+        .map_err(|e| format!("running {}: {e}", args.python.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "torch_bench.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("torch_bench.py output: {e}"))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build_global()?;
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => engram_fetch::ensure_model(&engram_fetch::DEFAULT_MODEL, &mut |_| {})?,
+    };
+    eprintln!("engram: measuring on {} thread(s)...", args.threads);
+    let ours = run_engram(&args, &path)?;
+    let torch = if args.compare {
+        eprintln!("pytorch: measuring on {} thread(s)...", args.threads);
+        Some(run_torch(&args, &path))
+    } else {
+        None
+    };
+    println!(
+        "model: {}  threads: {}  reps: {} (medians)",
+        path.display(),
+        args.threads,
+        args.reps
+    );
+    println!("| metric | engram | pytorch | engram / pytorch |");
+    println!("|---|---:|---:|---:|");
+    type Row = (&'static str, fn(&Figures) -> f64);
+    let rows: [Row; 5] = [
+        ("load (s)", |f| f.load_s),
+        ("prefill tok/s, 128 tokens, batch 1", |f| f.prefill_b1_tok_s),
+        ("prefill tok/s, 128 tokens, batch 4", |f| f.prefill_b4_tok_s),
+        ("decode tok/s, 64 tokens, batch 1", |f| f.decode_b1_tok_s),
+        ("peak RSS (MB)", |f| f.peak_rss_mb),
+    ];
+    for (name, get) in rows {
+        let ours_v = get(&ours);
+        match &torch {
+            Some(Ok(t)) => {
+                let tv = get(t);
+                println!("| {name} | {ours_v:.2} | {tv:.2} | {:.2}x |", ours_v / tv);
+            }
+            _ => println!("| {name} | {ours_v:.2} | - | - |"),
+        }
+    }
+    if let Some(Err(e)) = &torch {
+        eprintln!("pytorch comparison skipped: {e}");
+    }
+    if let Some(p) = &args.json {
+        let j = serde_json::json!({ "engram": ours, "pytorch": torch.and_then(|t| t.ok()) });
+        std::fs::write(p, serde_json::to_string_pretty(&j)?)?;
+    }
+    Ok(())
+}
