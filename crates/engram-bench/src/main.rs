@@ -49,6 +49,9 @@ struct Args {
     python: PathBuf,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Measure only this part (for profiling): load, prefill or decode.
+    #[arg(long)]
+    only: Option<String>,
     /// Write the figures as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -142,11 +145,25 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
         model = Some(m);
     }
     let m = model.expect("loaded at least once");
+    let want = |part: &str| args.only.as_deref().is_none_or(|o| o == part);
+    let nan = f64::NAN;
     Ok(Figures {
         load_s: median(loads),
-        prefill_b1_tok_s: time_prefill(&m, 1, args.reps),
-        prefill_b4_tok_s: time_prefill(&m, 4, args.reps),
-        decode_b1_tok_s: time_decode(&m, args.reps),
+        prefill_b1_tok_s: if want("prefill") {
+            time_prefill(&m, 1, args.reps)
+        } else {
+            nan
+        },
+        prefill_b4_tok_s: if want("prefill") {
+            time_prefill(&m, 4, args.reps)
+        } else {
+            nan
+        },
+        decode_b1_tok_s: if want("decode") {
+            time_decode(&m, args.reps)
+        } else {
+            nan
+        },
         peak_rss_mb: peak_rss_mb(),
     })
 }
