@@ -28,5 +28,30 @@ pub fn export_hf_folder(
     });
     write_hf_folder(dir, source.config(), &mut tensors)?;
     tokenizer.save(dir.join("tokenizer.json"))?;
+    write_tokenizer_config(tokenizer, dir)
+}
+
+/// `tokenizer_config.json`: the special tokens and the chat template, so that transformers and engram render
+/// chats from the folder exactly as from the GGUF.
+fn write_tokenizer_config(tokenizer: &Tokenizer, dir: &Path) -> Result<(), ModelError> {
+    let token = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
+    let mut config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "add_bos_token": tokenizer.add_bos(),
+        "bos_token": token(tokenizer.bos_id()),
+        "eos_token": token(tokenizer.eos_ids().first().copied()),
+        "pad_token": token(tokenizer.pad_id()),
+    });
+    if let Some(t) = tokenizer.chat_template() {
+        config["chat_template"] = t.source().into();
+    }
+    let path = dir.join("tokenizer_config.json");
+    let fail = |e: std::io::Error| ModelError::Model {
+        path: path.clone(),
+        reason: format!("cannot write: {e}"),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    serde_json::to_writer_pretty(&mut tmp, &config).map_err(|e| fail(e.into()))?;
+    tmp.persist(&path).map_err(|e| fail(e.error))?;
     Ok(())
 }

@@ -16,7 +16,12 @@ fn gguf_exported_as_hf_folder_reloads_to_identical_logits() {
         let tokenizer = open_tokenizer(&gguf).unwrap();
         export_hf_folder(weights.as_ref(), &tokenizer, &folder).unwrap();
     }
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
         assert!(folder.join(f).is_file(), "{f} written");
     }
     let device = Device::flex();
