@@ -357,9 +357,9 @@ impl GgufFile {
     ///
     /// `head_dim` is `{arch}.attention.key_length`, else hidden / heads; `rope_theta` defaults to 10000 as in
     /// llama.cpp; the vocabulary size is the token list's length (else `{arch}.vocab_size`, else the embedding's
-    /// rows); embeddings are tied when there is no `output.weight`. Llama 3.1-style RoPE scaling is stored by
-    /// llama.cpp as a `rope_freqs.weight` tensor rather than metadata, so `rope_scaling` is `None` here and that
-    /// tensor passes through [`GgufWeights`] under its GGUF name.
+    /// rows); embeddings are tied when there is no `output.weight`. Scaled RoPE (`{arch}.rope.scaling.type`, or
+    /// the `rope_freqs.weight` tensor llama.cpp stores Llama 3.1's scaling as) is refused with `BadConfig`
+    /// rather than run with the wrong frequencies; such models load from their Hugging Face folders.
     pub fn model_config(&self) -> Result<ModelConfig, FormatError> {
         let arch_name = self.architecture()?;
         let architecture = match arch_name {
@@ -426,6 +426,29 @@ impl GgufFile {
             Some(_) => self.get_f64(&key("rope.freq_base"))?,
             None => 10_000.0,
         };
+        // Scaled RoPE would run silently wrong with plain frequencies: refuse it until it is implemented.
+        if let Some(kind) = self
+            .get(&key("rope.scaling.type"))
+            .and_then(MetaValue::as_str)
+            && kind != "none"
+        {
+            return Err(FormatError::BadConfig {
+                path: self.path.clone(),
+                field: key("rope.scaling.type"),
+                message: format!(
+                    "RoPE scaling `{kind}` is not supported from GGUF yet; load the model's Hugging Face folder"
+                ),
+            });
+        }
+        if self.tensor_info("rope_freqs.weight").is_ok() {
+            return Err(FormatError::BadConfig {
+                path: self.path.clone(),
+                field: "rope_freqs.weight".into(),
+                message: "per-frequency RoPE factors (Llama 3.1 style) are not supported from GGUF yet; load \
+                          the model's Hugging Face folder"
+                    .into(),
+            });
+        }
         let token_id = |k: &str| -> Result<Option<u32>, FormatError> {
             let full = format!("tokenizer.ggml.{k}");
             if self.get(&full).is_none() {

@@ -1365,7 +1365,8 @@ fn tiny_model(arch: &str, with_output: bool, with_bias: bool) -> Builder {
     if with_output {
         b = add(b, "output.weight", &[H, VOCAB]);
     }
-    add(b, "rope_freqs.weight", &[HEAD_DIM / 2])
+    // A tensor engram has no HF name for: it must pass through under its GGUF name.
+    add(b, "custom_extra.weight", &[HEAD_DIM / 2])
 }
 
 fn weights(b: &Builder) -> GgufWeights {
@@ -1403,7 +1404,7 @@ fn llama_weights_in_hf_names_with_q_k_unpermuted() {
     assert!(names.contains(&"model.layers.1.mlp.down_proj.weight".to_string()));
     assert!(names.contains(&"model.norm.weight".to_string()));
     assert!(
-        names.contains(&"rope_freqs.weight".to_string()),
+        names.contains(&"custom_extra.weight".to_string()),
         "unknown tensors pass through"
     );
     assert!(!names.iter().any(|n| n.starts_with("blk.")));
@@ -1685,4 +1686,27 @@ proptest! {
             Err(e) => prop_assert!(e.to_string().contains(PATH)),
         }
     }
+}
+
+#[test]
+fn scaled_rope_is_refused_rather_than_run_wrong() {
+    let yarn = tiny_model("llama", false, false)
+        .kv("llama.rope.scaling.type", MetaValue::String("yarn".into()));
+    let err = yarn.open().unwrap().model_config().unwrap_err();
+    assert!(
+        matches!(&err, FormatError::BadConfig { field, .. } if field == "llama.rope.scaling.type"),
+        "{err}"
+    );
+    assert_names_file(&err);
+    let none = tiny_model("llama", false, false)
+        .kv("llama.rope.scaling.type", MetaValue::String("none".into()));
+    assert!(none.open().unwrap().model_config().is_ok());
+    let freqs = tiny_model("llama", false, false).tensor(tensor(
+        "rope_freqs.weight",
+        &[4],
+        GgmlType::F32,
+        f32_bytes(&[1.0; 4]),
+    ));
+    let err = freqs.open().unwrap().model_config().unwrap_err();
+    assert!(err.to_string().contains("rope_freqs.weight"), "{err}");
 }
