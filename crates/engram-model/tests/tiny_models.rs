@@ -1,14 +1,19 @@
 //! The Burn `Llama` against an independent plain-Rust f32 forward pass, for the architectures the SmolLM2
 //! reference figures do not cover: Qwen2 (q/k/v biases, untied `lm_head`, GQA) and an untied llama with Llama-3
 //! RoPE scaling. No reference numbers exist for those, so tiny random models are written as Hugging Face folders,
-//! loaded back, and compared with a forward pass written here straight from the transformers definitions
-//! (RMSNorm, rotate-half RoPE with `_compute_llama3_parameters`, GQA by repeating kv heads, causal softmax
-//! attention, SwiGLU, final norm, `lm_head` or tied embedding). Also checks that left padding changes no row.
+//! loaded back, and compared with `engram_formats::reference`, a forward pass written straight from the
+//! transformers definitions (RMSNorm, rotate-half RoPE with `_compute_llama3_parameters`, GQA by repeating kv
+//! heads, causal softmax attention, SwiGLU, final norm, `lm_head` or tied embedding), run over the random tensors
+//! kept in memory. Also checks that left padding changes no row.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use engram_formats::hf::{HfWeights, write_hf_folder};
-use engram_formats::{Architecture, Llama3RopeScaling, ModelConfig, TensorF32};
+use engram_formats::reference::{self, inv_freq};
+use engram_formats::{
+    Architecture, FormatError, Llama3RopeScaling, ModelConfig, TensorF32, WeightSource,
+};
 use engram_model::{Device, Llama, Logits, left_padded_batch};
 
 /// splitmix64 with Box-Muller normals: deterministic weights without depending on a `rand` version.
@@ -124,11 +129,47 @@ fn random_weights(c: &ModelConfig, seed: u64) -> Vec<(String, TensorF32)> {
     w
 }
 
-/// A tiny model written as a Hugging Face folder and loaded back into Burn, with its weights kept for the
-/// plain forward pass.
+/// Tensors held in memory as a [`WeightSource`], for the plain forward pass: it sees the random weights
+/// themselves, not what the safetensors writer and reader made of them. Change `config` or a tensor to ablate.
+#[derive(Clone)]
+struct Memory {
+    config: ModelConfig,
+    tensors: HashMap<String, TensorF32>,
+}
+
+impl WeightSource for Memory {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn path(&self) -> &Path {
+        Path::new("<memory>")
+    }
+
+    fn tensor_names(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+
+    fn tensor(&self, name: &str) -> Result<TensorF32, FormatError> {
+        self.tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| FormatError::MissingTensor {
+                path: self.path().to_path_buf(),
+                tensor: name.to_string(),
+            })
+    }
+
+    fn stored_dtype(&self, name: &str) -> Option<String> {
+        self.tensors.contains_key(name).then(|| "F32".to_string())
+    }
+}
+
+/// A tiny model written as a Hugging Face folder and loaded back into Burn, with its weights kept in memory for
+/// the plain forward pass.
 struct Tiny {
     config: ModelConfig,
-    weights: HashMap<String, Vec<f32>>,
+    weights: Memory,
     model: Llama,
     device: Device,
     _dir: tempfile::TempDir,
@@ -152,7 +193,10 @@ impl Tiny {
         );
         let device = Device::flex();
         let model = Llama::load(&source, &device, &mut |_, _| {}).unwrap();
-        let weights = tensors.into_iter().map(|(n, t)| (n, t.data)).collect();
+        let weights = Memory {
+            config: config.clone(),
+            tensors: tensors.into_iter().collect(),
+        };
         Self {
             config,
             weights,
@@ -174,178 +218,29 @@ impl Tiny {
     }
 
     fn plain_logits(&self, ids: &[u32]) -> Vec<f32> {
-        plain_forward(&self.config, &self.weights, ids)
+        plain_forward(&self.weights, ids)
     }
 
     /// The plain forward pass with one tensor replaced by zeros (an ablation).
     fn plain_logits_without(&self, name: &str, ids: &[u32]) -> Vec<f32> {
         let mut weights = self.weights.clone();
-        weights.get_mut(name).unwrap().fill(0.0);
-        plain_forward(&self.config, &weights, ids)
+        weights.tensors.get_mut(name).unwrap().data.fill(0.0);
+        plain_forward(&weights, ids)
+    }
+
+    /// The plain forward pass over the same weights with another config (an ablation).
+    fn plain_logits_with(&self, config: ModelConfig, ids: &[u32]) -> Vec<f32> {
+        let weights = Memory {
+            config,
+            ..self.weights.clone()
+        };
+        plain_forward(&weights, ids)
     }
 }
 
-fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let r = 1.0 / (ms + eps).sqrt();
-    x.iter().zip(w).map(|(v, g)| v * r * g).collect()
-}
-
-/// `x @ w.T (+ b)` for a row-major `w` of shape `[out, in]`.
-fn linear(x: &[f32], w: &[f32], b: Option<&Vec<f32>>, out: usize) -> Vec<f32> {
-    let inn = x.len();
-    (0..out)
-        .map(|o| {
-            let dot: f32 = w[o * inn..(o + 1) * inn]
-                .iter()
-                .zip(x)
-                .map(|(a, b)| a * b)
-                .sum();
-            dot + b.map_or(0.0, |b| b[o])
-        })
-        .collect()
-}
-
-/// transformers' `inv_freq`, rescaled as `_compute_llama3_parameters` does (written with its `torch.where`s).
-fn inv_freq(c: &ModelConfig) -> Vec<f64> {
-    let d = c.head_dim;
-    let base: Vec<f64> = (0..d)
-        .step_by(2)
-        .map(|i| 1.0 / c.rope_theta.powf(i as f64 / d as f64))
-        .collect();
-    let Some(s) = &c.rope_scaling else {
-        return base;
-    };
-    let old = s.original_max_position_embeddings as f64;
-    let low_freq_wavelen = old / s.low_freq_factor;
-    let high_freq_wavelen = old / s.high_freq_factor;
-    base.into_iter()
-        .map(|f| {
-            let wavelen = 2.0 * std::f64::consts::PI / f;
-            let llama = if wavelen > low_freq_wavelen {
-                f / s.factor
-            } else {
-                f
-            };
-            let smooth =
-                (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-            let smoothed = (1.0 - smooth) * llama / s.factor + smooth * llama;
-            // `~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)`
-            let medium = (high_freq_wavelen..=low_freq_wavelen).contains(&wavelen);
-            if medium { smoothed } else { llama }
-        })
-        .collect()
-}
-
-/// A plain Hugging Face llama / Qwen2 forward pass over one sequence: `[seq * vocab]` logits.
-fn plain_forward(c: &ModelConfig, w: &HashMap<String, Vec<f32>>, ids: &[u32]) -> Vec<f32> {
-    let (hd, nh, nkv, h) = (
-        c.head_dim,
-        c.num_attention_heads,
-        c.num_key_value_heads,
-        c.hidden_size,
-    );
-    let eps = c.rms_norm_eps as f32;
-    let get = |n: &str| &w[n];
-    let embed = get("model.embed_tokens.weight");
-    let mut xs: Vec<Vec<f32>> = ids
-        .iter()
-        .map(|&t| embed[t as usize * h..(t as usize + 1) * h].to_vec())
-        .collect();
-
-    let inv_freq = inv_freq(c);
-    let rope = |v: &mut [f32], pos: usize| {
-        for head in v.chunks_exact_mut(hd) {
-            let (a, b) = head.split_at_mut(hd / 2);
-            for (i, f) in inv_freq.iter().enumerate() {
-                let (s, co) = (pos as f64 * f).sin_cos();
-                let (s, co) = (s as f32, co as f32);
-                let (x1, x2) = (a[i], b[i]);
-                a[i] = x1 * co - x2 * s;
-                b[i] = x2 * co + x1 * s;
-            }
-        }
-    };
-
-    for layer in 0..c.num_hidden_layers {
-        let p = |n: &str| get(&format!("model.layers.{layer}.{n}.weight"));
-        let bias = |n: &str| w.get(&format!("model.layers.{layer}.{n}.bias"));
-        let (wq, wk, wv, wo) = (
-            p("self_attn.q_proj"),
-            p("self_attn.k_proj"),
-            p("self_attn.v_proj"),
-            p("self_attn.o_proj"),
-        );
-        let (bq, bk, bv) = (
-            bias("self_attn.q_proj"),
-            bias("self_attn.k_proj"),
-            bias("self_attn.v_proj"),
-        );
-        assert_eq!(bq.is_some(), c.attention_bias);
-        let (ln1, ln2) = (p("input_layernorm"), p("post_attention_layernorm"));
-        let (wg, wu, wd) = (p("mlp.gate_proj"), p("mlp.up_proj"), p("mlp.down_proj"));
-        let mut qs = Vec::new();
-        let mut ks = Vec::new();
-        let mut vs = Vec::new();
-        for (pos, x) in xs.iter().enumerate() {
-            let n = rms_norm(x, ln1, eps);
-            let mut q = linear(&n, wq, bq, nh * hd);
-            let mut k = linear(&n, wk, bk, nkv * hd);
-            rope(&mut q, pos);
-            rope(&mut k, pos);
-            qs.push(q);
-            ks.push(k);
-            vs.push(linear(&n, wv, bv, nkv * hd));
-        }
-        for (pos, x) in xs.iter_mut().enumerate() {
-            let mut attn = vec![0f32; nh * hd];
-            for head in 0..nh {
-                // repeat_kv: query head `head` reads kv head `head / (nh / nkv)`.
-                let kv = head / (nh / nkv);
-                let q = &qs[pos][head * hd..(head + 1) * hd];
-                let scores: Vec<f32> = (0..=pos)
-                    .map(|t| {
-                        q.iter()
-                            .zip(&ks[t][kv * hd..(kv + 1) * hd])
-                            .map(|(a, b)| a * b)
-                            .sum::<f32>()
-                            / (hd as f32).sqrt()
-                    })
-                    .collect();
-                let max = scores.iter().copied().fold(f32::MIN, f32::max);
-                let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-                let total: f32 = exps.iter().sum();
-                for (t, e) in exps.iter().enumerate() {
-                    for d in 0..hd {
-                        attn[head * hd + d] += e / total * vs[t][kv * hd + d];
-                    }
-                }
-            }
-            for (xi, o) in x.iter_mut().zip(linear(&attn, wo, None, h)) {
-                *xi += o;
-            }
-            let n = rms_norm(x, ln2, eps);
-            let g = linear(&n, wg, None, c.intermediate_size);
-            let u = linear(&n, wu, None, c.intermediate_size);
-            let act: Vec<f32> = g
-                .iter()
-                .zip(&u)
-                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
-                .collect();
-            for (xi, o) in x.iter_mut().zip(linear(&act, wd, None, h)) {
-                *xi += o;
-            }
-        }
-    }
-    let head = if c.tie_word_embeddings {
-        embed
-    } else {
-        get("lm_head.weight")
-    };
-    let norm = get("model.norm.weight");
-    xs.iter()
-        .flat_map(|x| linear(&rms_norm(x, norm, eps), head, None, c.vocab_size))
-        .collect()
+/// The plain Hugging Face llama / Qwen2 forward pass over one sequence: `[seq * vocab]` logits.
+fn plain_forward(source: &dyn WeightSource, ids: &[u32]) -> Vec<f32> {
+    reference::forward_logits(source, ids).unwrap().concat()
 }
 
 /// `max |a - b| / max |b|`.
@@ -387,7 +282,7 @@ fn qwen2_matches_plain_forward_and_its_biases_matter() {
     // And one whose lm_head were tied to the embedding.
     let mut tied_config = tiny.config.clone();
     tied_config.tie_word_embeddings = true;
-    let tied = plain_forward(&tied_config, &tiny.weights, &seq);
+    let tied = tiny.plain_logits_with(tied_config, &seq);
     assert!(rel_diff(burn, &tied) > 1e-1, "untied lm_head matters");
 }
 
@@ -419,12 +314,11 @@ fn llama3_rope_scaling_matches_plain_forward() {
     for (s, u) in scaled.iter().zip(&unscaled).skip(2) {
         assert!((s * 8.0 - u).abs() < 1e-12, "low band / 8");
     }
-    let unscaled_logits = plain_forward(
-        &ModelConfig {
+    let unscaled_logits = tiny.plain_logits_with(
+        ModelConfig {
             rope_scaling: None,
             ..tiny.config.clone()
         },
-        &tiny.weights,
         &seq,
     );
     let d = rel_diff(burn, &unscaled_logits);
