@@ -127,8 +127,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate_cmd(args),
         Command::Export { model, out } => {
             let path = model_path(&model)?;
-            let weights = engram_model::open_weights(&path)?;
-            let tokenizer = engram_model::open_tokenizer(&path)?;
+            let (weights, tokenizer) = engram_model::open_model_files(&path)?;
             let spinner = spinner(format!("writing {}", out.display()));
             engram_model::export_hf_folder(weights.as_ref(), &tokenizer, &out)?;
             spinner.finish_and_clear();

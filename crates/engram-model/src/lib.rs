@@ -34,8 +34,8 @@ pub use llama::{
     SelfAttention,
 };
 pub use load::{
-    LoadedModel, ModelInfo, chat_template_for, gguf_vocab, load_model, model_info, open_tokenizer,
-    open_weights,
+    LoadedModel, ModelInfo, chat_template_for, gguf_vocab, load_model, model_info,
+    open_model_files, open_tokenizer, open_weights,
 };
 
 pub use engram_formats as formats;

@@ -54,6 +54,16 @@ pub fn open_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
     Ok(Tokenizer::from_gguf_vocab(&gguf_vocab(&gguf)?)?)
 }
 
+/// Weights and tokenizer of a model path together; a GGUF file is opened and its metadata parsed once.
+pub fn open_model_files(path: &Path) -> Result<(Box<dyn WeightSource>, Tokenizer), ModelError> {
+    if path.is_dir() {
+        return Ok((open_weights(path)?, open_tokenizer(path)?));
+    }
+    let weights = GgufWeights::open(path)?;
+    let tokenizer = Tokenizer::from_gguf_vocab(&gguf_vocab(weights.file())?)?;
+    Ok((Box::new(weights), tokenizer))
+}
+
 /// Reads the `tokenizer.ggml.*` metadata of a GGUF file.
 pub fn gguf_vocab(gguf: &GgufFile) -> Result<GgufVocab, ModelError> {
     let opt_u32 = |key: &str| gguf.get_u64(key).ok().map(|v| v as u32);
@@ -102,8 +112,7 @@ pub fn load_model(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel, ModelError> {
-    let weights = open_weights(path)?;
-    let tokenizer = open_tokenizer(path)?;
+    let (weights, tokenizer) = open_model_files(path)?;
     let model = Llama::load(weights.as_ref(), device, progress)?;
     let chat_template = chat_template_for(&tokenizer, model.config());
     Ok(LoadedModel {
@@ -130,8 +139,7 @@ pub struct ModelInfo {
 
 /// Describes the model at `path` (reads metadata, not weights).
 pub fn model_info(path: &Path) -> Result<ModelInfo, ModelError> {
-    let weights = open_weights(path)?;
-    let tokenizer = open_tokenizer(path)?;
+    let (weights, tokenizer) = open_model_files(path)?;
     let names = weights.tensor_names();
     let mut tensor_types = BTreeMap::new();
     for n in &names {

@@ -2,7 +2,7 @@
 //! tokenizer.json gives the same ids as the GGUF's own vocabulary.
 
 use engram_model::{
-    Device, Logits, export_hf_folder, left_padded_batch, load_model, open_tokenizer, open_weights,
+    Device, Logits, export_hf_folder, left_padded_batch, load_model, open_model_files,
 };
 
 #[test]
@@ -12,8 +12,7 @@ fn gguf_exported_as_hf_folder_reloads_to_identical_logits() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("smollm2-hf");
     {
-        let weights = open_weights(&gguf).unwrap();
-        let tokenizer = open_tokenizer(&gguf).unwrap();
+        let (weights, tokenizer) = open_model_files(&gguf).unwrap();
         export_hf_folder(weights.as_ref(), &tokenizer, &folder).unwrap();
     }
     for f in [
