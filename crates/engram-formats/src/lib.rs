@@ -9,12 +9,14 @@
 //!   config type and named f32 tensors in Hugging Face naming and layout.
 //! - [`reference`](mod@reference): a plain, slow f32 llama/qwen2 forward pass over any [`WeightSource`], straight
 //!   from the Hugging Face definition, to check the Burn model and the loaders independently (tests, debugging).
+//! - [`testing`]: random tiny models in memory, for the tests of the crates built on this one.
 
 mod config;
 mod error;
 pub mod gguf;
 pub mod hf;
 pub mod reference;
+pub mod testing;
 mod weights;
 
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
