@@ -122,6 +122,7 @@ fn time_decode(m: &LoadedModel, reps: usize) -> f64 {
                     &device,
                 ),
                 key_padding: None,
+                segments: None,
             };
             let logits = m.model.forward(input, Some(&mut cache), Logits::Last);
             next = argmax(&logits.try_into_vec_as::<f32>().expect("f32"));

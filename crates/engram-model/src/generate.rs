@@ -165,6 +165,7 @@ pub fn left_padded_batch(
             positions: Tensor::<2, Int>::from_data(TensorData::new(positions, [b, len]), device),
             key_padding: padded
                 .then(|| Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, len]), device)),
+            segments: None,
         },
         lengths: prompts.iter().map(Vec::len).collect(),
         padded,
@@ -344,6 +345,7 @@ pub fn generate(
             tokens: Tensor::from_data(TensorData::new(tokens, [b, 1]), &device),
             positions: Tensor::from_data(TensorData::new(positions, [b, 1]), &device),
             key_padding: key_padding.clone(),
+            segments: None,
         };
         logits = model.forward(input, Some(&mut cache), Logits::Last);
     }

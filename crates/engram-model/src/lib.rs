@@ -13,7 +13,10 @@
 //!   and streaming.
 //! - [`export_hf_folder`] writes the (dequantised) model as a Hugging Face folder for other tools.
 //!
-//! The model crate knows nothing of training: adapters and objectives live in their own crates.
+//! - [`Projection`] is every linear layer: a frozen weight plus slots for low-rank adapters ([`LowRank`]),
+//!   which `engram-lora` fills, saves and loads.
+//!
+//! The model crate knows nothing of training: adapter management and objectives live in their own crates.
 
 mod device;
 mod error;
@@ -21,6 +24,7 @@ mod export;
 mod generate;
 mod llama;
 mod load;
+mod projection;
 
 pub use burn::tensor::Device;
 pub use device::DeviceSpec;
@@ -37,6 +41,7 @@ pub use load::{
     LoadedModel, ModelInfo, chat_template_for, gguf_vocab, load_model, model_info,
     open_model_files, open_tokenizer, open_weights,
 };
+pub use projection::{AdapterState, LowRank, Projection};
 
 pub use engram_formats as formats;
 pub use engram_tokenizer as tokenizer;

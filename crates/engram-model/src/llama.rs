@@ -5,21 +5,22 @@
 //! in]` linears) and stored the way Burn multiplies (`[in, out]`).
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
 use engram_formats::{ModelConfig, TensorF32, WeightSource};
 
 use crate::ModelError;
+use crate::projection::Projection;
 
 /// Attention sublayer with grouped-query attention.
 #[derive(Module, Debug)]
 pub struct SelfAttention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
+    pub q_proj: Projection,
+    pub k_proj: Projection,
+    pub v_proj: Projection,
+    pub o_proj: Projection,
     #[module(skip)]
     pub num_heads: usize,
     #[module(skip)]
@@ -31,9 +32,9 @@ pub struct SelfAttention {
 /// SwiGLU feed-forward sublayer.
 #[derive(Module, Debug)]
 pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub gate_proj: Projection,
+    pub up_proj: Projection,
+    pub down_proj: Projection,
 }
 
 /// One pre-norm decoder block.
@@ -120,6 +121,25 @@ pub struct ForwardInput {
     pub positions: Tensor<2, Int>,
     /// `[batch, cached + seq]`, `true` where the key position is padding. `None`: no padding.
     pub key_padding: Option<Tensor<2, Bool>>,
+    /// `[batch, seq]` segment ids for packed rows: a token attends only to earlier tokens of its own
+    /// segment. `None`: one segment per row. Not combinable with a KV cache.
+    pub segments: Option<Tensor<2, Int>>,
+}
+
+impl ForwardInput {
+    /// Unpacked input: tokens, their positions and optional key padding.
+    pub fn new(
+        tokens: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        key_padding: Option<Tensor<2, Bool>>,
+    ) -> Self {
+        Self {
+            tokens,
+            positions,
+            key_padding,
+            segments: None,
+        }
+    }
 }
 
 /// Which positions' logits a forward pass computes.
@@ -163,7 +183,7 @@ impl SelfAttention {
             None => (k, v),
         };
         // The fused CPU kernel shares kv heads itself (GQA); Burn's autodiff fallback needs them repeated.
-        let (k, v) = if k.device().is_autodiff() {
+        let (k, v) = if q.is_autodiff() || k.is_autodiff() || v.is_autodiff() {
             (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv))
         } else {
             (k, v)
@@ -437,44 +457,114 @@ impl Llama {
     pub fn forward_detailed(
         &self,
         input: ForwardInput,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         logits: Logits,
         hidden_states: bool,
     ) -> ForwardOutput {
+        let mut hidden = Vec::new();
+        let x = self.hidden_impl(input, cache, hidden_states.then_some(&mut hidden));
+        let s = x.dims()[1];
+        let x = match logits {
+            Logits::All => x,
+            Logits::Last => x.narrow(1, s - 1, 1),
+        };
+        let [b, s2, h] = x.dims();
+        let logits =
+            self.project_logits(x.reshape([b * s2, h]))
+                .reshape([b, s2, self.config.vocab_size]);
+        ForwardOutput {
+            logits,
+            hidden_states: hidden,
+        }
+    }
+
+    /// The final (normed) hidden states `[batch, seq, hidden]`, before the output head. Training objectives
+    /// use this with [`project_logits`](Self::project_logits) to compute logits only where a loss is taken.
+    pub fn final_hidden(&self, input: ForwardInput, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.hidden_impl(input, cache, None)
+    }
+
+    /// The output head: `[n, hidden]` hidden states to `[n, vocab]` logits.
+    pub fn project_logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        hidden.matmul(self.lm_head.val())
+    }
+
+    fn hidden_impl(
+        &self,
+        input: ForwardInput,
+        mut cache: Option<&mut KvCache>,
+        mut hidden: Option<&mut Vec<Tensor<3>>>,
+    ) -> Tensor<3> {
         let [b, s] = input.tokens.dims();
         let rope = self.rope.gather(input.positions);
-        let mask = input.key_padding.map(|pad| {
+        let mut mask = input.key_padding.map(|pad| {
             let k = pad.dims()[1];
             pad.reshape([b, 1, 1, k]).expand([b, 1, s, k])
         });
+        if let Some(seg) = input.segments {
+            let q = seg.clone().reshape([b, 1, s, 1]).expand([b, 1, s, s]);
+            let k = seg.reshape([b, 1, 1, s]).expand([b, 1, s, s]);
+            let cross = q.not_equal(k);
+            mask = Some(match mask {
+                Some(m) => m.bool_or(cross),
+                None => cross,
+            });
+        }
         let mut x = self.model.embed_tokens.forward(input.tokens);
-        let mut hidden = Vec::new();
         for (i, layer) in self.model.layers.iter().enumerate() {
-            if hidden_states {
-                hidden.push(x.clone());
+            if let Some(h) = hidden.as_deref_mut() {
+                h.push(x.clone());
             }
             let c = cache.as_deref_mut().map(|c| (c, i));
             x = layer.forward(x, &rope, mask.clone(), c);
         }
         let x = self.model.norm.forward(x);
-        if hidden_states {
-            hidden.push(x.clone());
+        if let Some(h) = hidden {
+            h.push(x.clone());
         }
-        let x = match logits {
-            Logits::All => x,
-            Logits::Last => x.narrow(1, s - 1, 1),
-        };
-        let [b2, s2, h] = x.dims();
-        let logits = x.reshape([b2 * s2, h]).matmul(self.lm_head.val()).reshape([
-            b2,
-            s2,
-            self.config.vocab_size,
-        ]);
-        debug_assert_eq!(b, b2);
-        ForwardOutput {
-            logits,
-            hidden_states: hidden,
+        x
+    }
+
+    /// Every linear layer with its Hugging Face module name (`model.layers.3.self_attn.q_proj`), in order.
+    pub fn projections(&self) -> Vec<(String, &Projection)> {
+        let mut out = Vec::with_capacity(self.model.layers.len() * 7);
+        for (i, l) in self.model.layers.iter().enumerate() {
+            let a = &l.self_attn;
+            let m = &l.mlp;
+            for (n, p) in [
+                ("self_attn.q_proj", &a.q_proj),
+                ("self_attn.k_proj", &a.k_proj),
+                ("self_attn.v_proj", &a.v_proj),
+                ("self_attn.o_proj", &a.o_proj),
+                ("mlp.gate_proj", &m.gate_proj),
+                ("mlp.up_proj", &m.up_proj),
+                ("mlp.down_proj", &m.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{n}"), p));
+            }
         }
+        out
+    }
+
+    /// [`projections`](Self::projections), mutably.
+    pub fn projections_mut(&mut self) -> Vec<(String, &mut Projection)> {
+        let mut out = Vec::with_capacity(self.model.layers.len() * 7);
+        for (i, l) in self.model.layers.iter_mut().enumerate() {
+            let a = &mut l.self_attn;
+            let m = &mut l.mlp;
+            for (n, p) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+                ("mlp.gate_proj", &mut m.gate_proj),
+                ("mlp.up_proj", &mut m.up_proj),
+                ("mlp.down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{n}"), p));
+            }
+        }
+        out
     }
 }
 
@@ -529,18 +619,15 @@ impl Loader<'_> {
         d_in: usize,
         d_out: usize,
         bias: bool,
-    ) -> Result<Linear, ModelError> {
+    ) -> Result<Projection, ModelError> {
         let w = self.tensor(&format!("{name}.weight"), &[d_out, d_in])?;
         let bias = if bias {
             let b = self.tensor(&format!("{name}.bias"), &[d_out])?;
-            Some(Param::from_tensor(to_tensor::<1>(b, self.device)))
+            Some(to_tensor::<1>(b, self.device))
         } else {
             None
         };
-        Ok(Linear {
-            weight: Param::from_tensor(transpose_to_tensor(&w, self.device)),
-            bias,
-        })
+        Ok(Projection::new(transpose_to_tensor(&w, self.device), bias))
     }
 
     fn norm(&self, name: &str, c: &ModelConfig) -> Result<RmsNorm, ModelError> {

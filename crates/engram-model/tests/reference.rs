@@ -228,6 +228,7 @@ fn kv_cache_decoding_matches_full_forward() {
                 &device,
             ),
             key_padding: None,
+            segments: None,
         };
         let (step, _) = logits_rows(m.model.forward(input, Some(&mut cache), Logits::Last));
         let want = &full[pos * vocab..(pos + 1) * vocab];

@@ -1,0 +1,154 @@
+//! The model's linear layers, with room for low-rank adapters beside the frozen weight.
+//!
+//! `engram-lora` decides what goes into the slots (configuration, initialisation, files); this module only
+//! computes `y = x·W (+ b) + Σ s·(x·A)·B` over the active adapters and folds an adapter into `W` and back.
+//! Keeping the low-rank path separate means a training step never builds a full-size `W + s·A·B`, and the base
+//! weight gets neither a gradient nor optimizer state.
+
+use burn::module::{Module, Param};
+use burn::tensor::module::linear;
+use burn::tensor::{Distribution, Tensor};
+
+/// Whether an adapter takes part in the forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AdapterState {
+    /// Added as a separate low-rank path.
+    Active,
+    /// Kept but skipped.
+    Inactive,
+    /// Folded into the base weight (skipped as a path; unmerge to take it out again).
+    Merged,
+}
+
+/// One low-rank adapter on one linear layer: `Δy = scale · (x·A)·B`.
+#[derive(Module, Debug)]
+pub struct LowRank {
+    /// `[in, r]` (PEFT stores its transpose, `lora_A.weight` `[r, in]`).
+    pub a: Param<Tensor<2>>,
+    /// `[r, out]` (PEFT: `lora_B.weight` `[out, r]`).
+    pub b: Param<Tensor<2>>,
+    #[module(skip)]
+    pub name: String,
+    #[module(skip)]
+    pub scale: f64,
+    /// Dropout probability on the adapter's input, applied only while `a` requires a gradient (training).
+    #[module(skip)]
+    pub dropout: f64,
+    #[module(skip)]
+    pub state: AdapterState,
+}
+
+impl LowRank {
+    /// The adapter's rank `r`.
+    pub fn rank(&self) -> usize {
+        self.a.dims()[1]
+    }
+
+    /// `scale · A·B`, `[in, out]`: what merging adds to the weight.
+    pub fn delta(&self) -> Tensor<2> {
+        let a = self.a.val().inner();
+        let b = self.b.val().inner();
+        a.matmul(b).mul_scalar(self.scale)
+    }
+}
+
+/// A linear layer `x·W + b` whose weight is frozen, plus any number of named low-rank adapters.
+#[derive(Module, Debug)]
+pub struct Projection {
+    /// `[in, out]`, the layout Burn multiplies without a transpose.
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    pub adapters: Vec<LowRank>,
+}
+
+impl Projection {
+    /// A layer with no adapters.
+    pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Self {
+            weight: Param::from_tensor(weight).set_require_grad(false),
+            bias: bias.map(|b| Param::from_tensor(b).set_require_grad(false)),
+            adapters: Vec::new(),
+        }
+    }
+
+    /// `[in, out]`.
+    pub fn dims(&self) -> [usize; 2] {
+        self.weight.dims()
+    }
+
+    /// The adapter called `name`, if any.
+    pub fn adapter(&self, name: &str) -> Option<&LowRank> {
+        self.adapters.iter().find(|a| a.name == name)
+    }
+
+    /// The adapter called `name`, mutably.
+    pub fn adapter_mut(&mut self, name: &str) -> Option<&mut LowRank> {
+        self.adapters.iter_mut().find(|a| a.name == name)
+    }
+
+    /// Applies the layer to `x` (`[..., in]`, any rank ≥ 2).
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mut y = linear(
+            x.clone(),
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+        );
+        for adapter in self
+            .adapters
+            .iter()
+            .filter(|a| a.state == AdapterState::Active)
+        {
+            let a = adapter.a.val();
+            let input = if adapter.dropout > 0.0 && a.is_require_grad() {
+                dropout(x.clone(), adapter.dropout)
+            } else {
+                x.clone()
+            };
+            // (x·A)·B, never A·B: the rank-r intermediate is what makes LoRA cheap.
+            let low = linear(linear(input, a, None), adapter.b.val(), None);
+            y = y + low.mul_scalar(adapter.scale);
+        }
+        y
+    }
+
+    /// Folds the adapter `name` into the weight. Returns `false` when there is no such unmerged adapter.
+    pub fn merge(&mut self, name: &str) -> bool {
+        let Some(adapter) = self
+            .adapters
+            .iter_mut()
+            .find(|a| a.name == name && a.state != AdapterState::Merged)
+        else {
+            return false;
+        };
+        let w = self.weight.val().inner() + adapter.delta();
+        adapter.state = AdapterState::Merged;
+        self.weight = Param::initialized(self.weight.id, w).set_require_grad(false);
+        true
+    }
+
+    /// Takes a merged adapter `name` back out of the weight (exact up to f32 rounding) and makes it active.
+    /// Returns `false` when there is no such merged adapter.
+    pub fn unmerge(&mut self, name: &str) -> bool {
+        let Some(adapter) = self
+            .adapters
+            .iter_mut()
+            .find(|a| a.name == name && a.state == AdapterState::Merged)
+        else {
+            return false;
+        };
+        let w = self.weight.val().inner() - adapter.delta();
+        adapter.state = AdapterState::Active;
+        self.weight = Param::initialized(self.weight.id, w).set_require_grad(false);
+        true
+    }
+}
+
+/// Inverted dropout: zeroes each element with probability `p` and scales the rest by `1/(1-p)`.
+fn dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
+    let keep = Tensor::<D>::random(
+        x.shape(),
+        Distribution::Bernoulli(1.0 - p),
+        &x.device().inner(),
+    );
+    x * keep.mul_scalar(1.0 / (1.0 - p))
+}
