@@ -210,6 +210,35 @@ impl Tokenizer {
         Ok(self.with_bos(encoding.get_ids()))
     }
 
+    /// Encodes `text` like [`Tokenizer::encode`] (same ids, same BOS rule) and also returns, per
+    /// token, its byte range `(start, end)` in `text`; a prepended BOS gets `(0, 0)`.
+    ///
+    /// Slower than [`Tokenizer::encode`], which skips offset tracking: use it where tokens must be
+    /// mapped back to the text (e.g. to find which tokens belong to an assistant turn). With
+    /// byte-level BPE, every token holding a byte of a multi-byte character spans that whole
+    /// character, so ranges always fall on character boundaries and may overlap. (A
+    /// `tokenizer.json` whose post-processor is `ByteLevel` with `trim_offsets` shrinks ranges to
+    /// leave out leading and trailing spaces; SmolLM2's and GGUF-built tokenizers do not.)
+    // The plain pair reads better at call sites than a named type would.
+    #[allow(clippy::type_complexity)]
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<u32>, Vec<(usize, usize)>), TokenizerError> {
+        // `encode` (not `encode_fast`) tracks offsets, in bytes of the original text.
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let ids = self.with_bos(encoding.get_ids());
+        let mut offsets = Vec::with_capacity(ids.len());
+        if ids.len() > encoding.get_ids().len() {
+            offsets.push((0, 0));
+        }
+        offsets.extend_from_slice(encoding.get_offsets());
+        Ok((ids, offsets))
+    }
+
     /// Encodes several texts (in parallel where `tokenizers` allows), each as [`Tokenizer::encode`].
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TokenizerError> {
         let encodings = self
