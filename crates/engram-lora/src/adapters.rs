@@ -1,0 +1,339 @@
+//! Attaching named adapters to a model, choosing which are active, merging them into the weights.
+
+use burn::module::Param;
+use burn::tensor::{Tensor, TensorData};
+use engram_model::{AdapterState, Llama, LowRank, Projection};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::{LoraConfig, LoraError};
+
+/// Which of an adapter's two matrices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Factor {
+    /// `lora_A`, `[in, r]` in engram (`[r, in]` in PEFT files).
+    A,
+    /// `lora_B`, `[r, out]` in engram (`[out, r]` in PEFT files).
+    B,
+}
+
+/// PEFT's key for one factor of the adapter on `module` (`model.layers.0.self_attn.q_proj`).
+pub fn peft_key(module: &str, factor: Factor) -> String {
+    let f = match factor {
+        Factor::A => "lora_A",
+        Factor::B => "lora_B",
+    };
+    format!("base_model.model.{module}.{f}.weight")
+}
+
+/// The short name (`q_proj`) and layer index of a full module name (`model.layers.3.self_attn.q_proj`).
+pub(crate) fn split_module(name: &str) -> Option<(usize, &str)> {
+    let rest = name.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let short = rest.rsplit('.').next()?;
+    Some((layer.parse().ok()?, short))
+}
+
+/// Adapter management on a model: PEFT's `add_adapter` / `set_adapter` / `disable_adapter` /
+/// `merge_adapter` in Rust. Implemented for [`Llama`].
+pub trait Adapters {
+    /// Attaches a new adapter `name` to the layers `config` targets: A drawn Kaiming-uniform like PEFT
+    /// (`U(-1/sqrt(in), 1/sqrt(in))`) from `seed`, B zero, so the model's output is unchanged until trained.
+    /// The new adapter is active alongside any already active. Returns the number of layers adapted.
+    fn add_adapter(
+        &mut self,
+        name: &str,
+        config: &LoraConfig,
+        seed: u64,
+    ) -> Result<usize, LoraError>;
+    /// Detaches `name` (unmerging it first if merged).
+    fn remove_adapter(&mut self, name: &str) -> Result<(), LoraError>;
+    /// Names of the attached adapters, in the order they were added.
+    fn adapter_names(&self) -> Vec<String>;
+    /// Makes exactly `names` active (summed), the other unmerged adapters inactive. `&[]` runs the base model.
+    fn set_active_adapters(&mut self, names: &[&str]) -> Result<(), LoraError>;
+    /// A copy of the model that runs with every adapter switched off: the base model, e.g. as a distillation
+    /// teacher. Tensors are shared, not copied (Burn tensors are reference-counted), so it costs no weight
+    /// memory. Fails if an adapter is merged (its update is inside the weights).
+    fn without_adapters(&self) -> Result<Llama, LoraError>;
+    /// Folds `name` into the base weights; forward passes then skip its low-rank path.
+    fn merge_adapter(&mut self, name: &str) -> Result<(), LoraError>;
+    /// Takes a merged `name` back out of the weights and makes it active again.
+    fn unmerge_adapter(&mut self, name: &str) -> Result<(), LoraError>;
+    /// Merges every active adapter and drops all adapters: a plain model, e.g. for export.
+    fn merge_and_unload(&mut self) -> Result<(), LoraError>;
+    /// The adapter's factors with their PEFT keys, in model order.
+    fn adapter_factors(&self, name: &str) -> Result<Vec<(String, Factor, Tensor<2>)>, LoraError>;
+    /// Visits every factor of adapter `name` mutably, with its PEFT key (for optimizers and loaders).
+    fn visit_factors_mut(
+        &mut self,
+        name: &str,
+        f: &mut dyn FnMut(&str, Factor, &mut Param<Tensor<2>>),
+    ) -> Result<(), LoraError>;
+    /// The configuration-independent facts of adapter `name`: rank, scale, dropout, module names.
+    fn adapter_summary(&self, name: &str) -> Result<AdapterSummary, LoraError>;
+}
+
+/// What is attached under one adapter name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterSummary {
+    pub rank: usize,
+    pub scale: f64,
+    pub dropout: f64,
+    pub state: AdapterState,
+    /// Full module names (`model.layers.0.self_attn.q_proj`).
+    pub modules: Vec<String>,
+    /// Trainable parameters (sum of A and B sizes).
+    pub parameters: usize,
+}
+
+impl Adapters for Llama {
+    fn add_adapter(
+        &mut self,
+        name: &str,
+        config: &LoraConfig,
+        seed: u64,
+    ) -> Result<usize, LoraError> {
+        config.validate()?;
+        if name.is_empty() {
+            return Err(LoraError::invalid(
+                "adapter name",
+                "\"\"",
+                "must not be empty",
+            ));
+        }
+        if self.adapter_names().iter().any(|n| n == name) {
+            return Err(LoraError::DuplicateAdapter(name.into()));
+        }
+        let n_layers = self.config().num_hidden_layers;
+        if let Some(bad) = config
+            .layers_to_transform
+            .iter()
+            .flatten()
+            .find(|&&l| l >= n_layers)
+        {
+            return Err(LoraError::invalid(
+                "layers_to_transform",
+                bad,
+                format!("the model has {n_layers} layers (0..{})", n_layers - 1),
+            ));
+        }
+        let device = self.device();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut count = 0;
+        for (module, proj) in self.projections_mut() {
+            let Some((layer, short)) = split_module(&module) else {
+                continue;
+            };
+            if !config.target_modules.matches(short)
+                || config
+                    .layers_to_transform
+                    .as_ref()
+                    .is_some_and(|l| !l.contains(&layer))
+            {
+                continue;
+            }
+            let [d_in, d_out] = proj.dims();
+            let bound = 1.0 / (d_in as f32).sqrt();
+            let a: Vec<f32> = (0..d_in * config.r)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            let a = Tensor::<2>::from_data(TensorData::new(a, [d_in, config.r]), &device);
+            let b = Tensor::<2>::zeros([config.r, d_out], &device);
+            proj.adapters.push(low_rank(name, config, a, b));
+            count += 1;
+        }
+        if count == 0 {
+            return Err(LoraError::invalid(
+                "target_modules",
+                format!("{:?}", config.target_modules),
+                "matched no layer of this model",
+            ));
+        }
+        Ok(count)
+    }
+
+    fn remove_adapter(&mut self, name: &str) -> Result<(), LoraError> {
+        self.require(name)?;
+        for (_, proj) in self.projections_mut() {
+            proj.unmerge(name);
+            proj.adapters.retain(|a| a.name != name);
+        }
+        Ok(())
+    }
+
+    fn adapter_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (_, proj) in self.projections() {
+            for a in &proj.adapters {
+                if !names.contains(&a.name) {
+                    names.push(a.name.clone());
+                }
+            }
+        }
+        names
+    }
+
+    fn set_active_adapters(&mut self, names: &[&str]) -> Result<(), LoraError> {
+        for n in names {
+            self.require(n)?;
+        }
+        for (_, proj) in self.projections_mut() {
+            for a in &mut proj.adapters {
+                if a.state != AdapterState::Merged {
+                    a.state = if names.contains(&a.name.as_str()) {
+                        AdapterState::Active
+                    } else {
+                        AdapterState::Inactive
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn without_adapters(&self) -> Result<Llama, LoraError> {
+        let mut base = self.clone();
+        for (_, proj) in base.projections_mut() {
+            for a in &mut proj.adapters {
+                if a.state == AdapterState::Merged {
+                    return Err(LoraError::State {
+                        name: a.name.clone(),
+                        reason: "is merged into the weights; unmerge it to run the base model"
+                            .into(),
+                    });
+                }
+                a.state = AdapterState::Inactive;
+            }
+        }
+        Ok(base)
+    }
+
+    fn merge_adapter(&mut self, name: &str) -> Result<(), LoraError> {
+        self.require(name)?;
+        let mut any = false;
+        for (_, proj) in self.projections_mut() {
+            any |= proj.merge(name);
+        }
+        if !any {
+            return Err(LoraError::State {
+                name: name.into(),
+                reason: "is already merged".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn unmerge_adapter(&mut self, name: &str) -> Result<(), LoraError> {
+        self.require(name)?;
+        let mut any = false;
+        for (_, proj) in self.projections_mut() {
+            any |= proj.unmerge(name);
+        }
+        if !any {
+            return Err(LoraError::State {
+                name: name.into(),
+                reason: "is not merged".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn merge_and_unload(&mut self) -> Result<(), LoraError> {
+        for (_, proj) in self.projections_mut() {
+            let active: Vec<String> = proj
+                .adapters
+                .iter()
+                .filter(|a| a.state == AdapterState::Active)
+                .map(|a| a.name.clone())
+                .collect();
+            for n in active {
+                proj.merge(&n);
+            }
+            proj.adapters.clear();
+        }
+        Ok(())
+    }
+
+    fn adapter_factors(&self, name: &str) -> Result<Vec<(String, Factor, Tensor<2>)>, LoraError> {
+        self.require(name)?;
+        let mut out = Vec::new();
+        for (module, proj) in self.projections() {
+            if let Some(a) = proj.adapter(name) {
+                out.push((peft_key(&module, Factor::A), Factor::A, a.a.val()));
+                out.push((peft_key(&module, Factor::B), Factor::B, a.b.val()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn visit_factors_mut(
+        &mut self,
+        name: &str,
+        f: &mut dyn FnMut(&str, Factor, &mut Param<Tensor<2>>),
+    ) -> Result<(), LoraError> {
+        self.require(name)?;
+        for (module, proj) in self.projections_mut() {
+            if let Some(a) = proj.adapter_mut(name) {
+                f(&peft_key(&module, Factor::A), Factor::A, &mut a.a);
+                f(&peft_key(&module, Factor::B), Factor::B, &mut a.b);
+            }
+        }
+        Ok(())
+    }
+
+    fn adapter_summary(&self, name: &str) -> Result<AdapterSummary, LoraError> {
+        let mut summary: Option<AdapterSummary> = None;
+        for (module, proj) in self.projections() {
+            if let Some(a) = proj.adapter(name) {
+                let size = a.a.val().shape().num_elements() + a.b.val().shape().num_elements();
+                let s = summary.get_or_insert_with(|| AdapterSummary {
+                    rank: a.rank(),
+                    scale: a.scale,
+                    dropout: a.dropout,
+                    state: a.state,
+                    modules: Vec::new(),
+                    parameters: 0,
+                });
+                s.modules.push(module);
+                s.parameters += size;
+            }
+        }
+        summary.ok_or_else(|| LoraError::NoSuchAdapter(name.into()))
+    }
+}
+
+trait Require {
+    fn require(&self, name: &str) -> Result<(), LoraError>;
+}
+
+impl Require for Llama {
+    fn require(&self, name: &str) -> Result<(), LoraError> {
+        if self
+            .projections()
+            .iter()
+            .any(|(_, p)| p.adapter(name).is_some())
+        {
+            Ok(())
+        } else {
+            Err(LoraError::NoSuchAdapter(name.into()))
+        }
+    }
+}
+
+/// A frozen-until-trained low-rank slot for `proj`.
+pub(crate) fn low_rank(name: &str, config: &LoraConfig, a: Tensor<2>, b: Tensor<2>) -> LowRank {
+    LowRank {
+        a: Param::from_tensor(a).set_require_grad(false),
+        b: Param::from_tensor(b).set_require_grad(false),
+        name: name.into(),
+        scale: config.scale(),
+        dropout: config.lora_dropout,
+        state: AdapterState::Active,
+    }
+}
+
+/// Attaches given factors to one projection (used by the file loader).
+pub(crate) fn attach(proj: &mut Projection, adapter: LowRank) {
+    proj.adapters.push(adapter);
+}

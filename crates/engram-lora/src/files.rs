@@ -1,0 +1,313 @@
+//! PEFT adapter folders: `adapter_config.json` + `adapter_model.safetensors`, keys and layouts as PEFT writes
+//! them, so adapters move freely between engram and the Python ecosystem.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, TensorData};
+use engram_model::Llama;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::adapters::{Factor, attach, low_rank, split_module};
+use crate::atomic::write_file_atomically;
+use crate::{Adapters, LoraConfig, LoraError};
+
+/// File names inside an adapter folder, as PEFT names them.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+impl From<(PathBuf, std::io::Error)> for LoraError {
+    fn from((path, source): (PathBuf, std::io::Error)) -> Self {
+        LoraError::Io { path, source }
+    }
+}
+
+/// Writes adapter `name` of `model` into the folder `dir` (created if needed) in PEFT's format. Each file is
+/// replaced atomically, and other files in `dir` (a trainer's metrics and checkpoints) are left alone.
+/// `config` must describe the attached adapter (its rank and scale are checked against it).
+pub fn save_adapter(
+    model: &Llama,
+    name: &str,
+    config: &LoraConfig,
+    dir: &Path,
+) -> Result<(), LoraError> {
+    let summary = model.adapter_summary(name)?;
+    if summary.rank != config.r || (summary.scale - config.scale()).abs() > 1e-9 {
+        return Err(LoraError::State {
+            name: name.into(),
+            reason: format!(
+                "has rank {} and scale {}, but the configuration to save says r = {} (scale {})",
+                summary.rank,
+                summary.scale,
+                config.r,
+                config.scale()
+            ),
+        });
+    }
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (key, factor, t) in model.adapter_factors(name)? {
+        // engram keeps A as [in, r] and B as [r, out]; PEFT stores their transposes.
+        let t = t.inner().transpose();
+        let shape = t.dims().to_vec();
+        let data = t.into_data().convert::<f32>();
+        let values = data.as_slice::<f32>().map_err(|e| LoraError::Tensor {
+            path: dir.join(WEIGHTS_FILE),
+            key: key.clone(),
+            reason: format!("cannot read the tensor: {e:?}"),
+        })?;
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let _ = factor;
+        tensors.push((key, shape, bytes));
+    }
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| LoraError::Tensor {
+                    path: dir.join(WEIGHTS_FILE),
+                    key: k.clone(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let weights = safetensors::serialize(views, Some(metadata)).map_err(|e| LoraError::Tensor {
+        path: dir.join(WEIGHTS_FILE),
+        key: "*".into(),
+        reason: e.to_string(),
+    })?;
+    let config_json =
+        serde_json::to_vec_pretty(&config.to_peft_json()).map_err(|e| LoraError::Config {
+            path: dir.join(CONFIG_FILE),
+            reason: e.to_string(),
+        })?;
+    std::fs::create_dir_all(dir).map_err(LoraError::io(dir))?;
+    // Weights first, then the config: each file is replaced atomically, and a run never changes its
+    // configuration, so a crash between the two leaves a loadable pair.
+    for (file, bytes) in [(WEIGHTS_FILE, &weights), (CONFIG_FILE, &config_json)] {
+        write_file_atomically(&dir.join(file), bytes).map_err(LoraError::io(dir.join(file)))?;
+    }
+    Ok(())
+}
+
+/// Reads only the configuration of the adapter folder `dir`.
+pub fn read_adapter_config(dir: &Path) -> Result<LoraConfig, LoraError> {
+    let path = dir.join(CONFIG_FILE);
+    if !dir.is_dir() {
+        return Err(LoraError::Config {
+            path: dir.to_path_buf(),
+            reason: "not an adapter folder (expected a folder with adapter_config.json and adapter_model.safetensors)".into(),
+        });
+    }
+    let text = std::fs::read_to_string(&path).map_err(LoraError::io(&path))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| LoraError::Config {
+        path: path.clone(),
+        reason: format!("invalid JSON: {e}"),
+    })?;
+    LoraConfig::from_peft_json(&path, &json)
+}
+
+/// Loads the PEFT adapter folder `dir` onto `model` under `name` (active). Every key is checked against the
+/// configuration and the model before anything is attached: a failed load leaves the model as it was.
+pub fn load_adapter(model: &mut Llama, dir: &Path, name: &str) -> Result<LoraConfig, LoraError> {
+    let config = read_adapter_config(dir)?;
+    if model.adapter_names().iter().any(|n| n == name) {
+        return Err(LoraError::DuplicateAdapter(name.into()));
+    }
+    let path = dir.join(WEIGHTS_FILE);
+    if !path.exists() && dir.join("adapter_model.bin").exists() {
+        return Err(LoraError::Config {
+            path: dir.join("adapter_model.bin"),
+            reason: "PyTorch pickle adapters are not read; save with safetensors (PEFT's default)"
+                .into(),
+        });
+    }
+    let bytes = std::fs::read(&path).map_err(LoraError::io(&path))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| LoraError::Tensor {
+        path: path.clone(),
+        key: "*".into(),
+        reason: format!("not a valid safetensors file: {e}"),
+    })?;
+    let terr = |key: &str, reason: String| LoraError::Tensor {
+        path: path.clone(),
+        key: key.into(),
+        reason,
+    };
+
+    // module -> (A, B) as engram tensors' host data, validated.
+    let dims: BTreeMap<String, [usize; 2]> = model
+        .projections()
+        .into_iter()
+        .map(|(n, p)| (n, p.dims()))
+        .collect();
+    let mut found: BTreeMap<String, [Option<HostFactor>; 2]> = BTreeMap::new();
+    // Sorted, so that the first error reported is the same on every run.
+    let mut names = st.names();
+    names.sort();
+    for key in names {
+        let (module, factor) = parse_key(key).ok_or_else(|| {
+            terr(
+                key,
+                "not a LoRA key (expected base_model.model.<module>.lora_A.weight or .lora_B.weight)"
+                    .into(),
+            )
+        })?;
+        let Some(&[d_in, d_out]) = dims.get(&module) else {
+            return Err(terr(
+                key,
+                format!(
+                    "this model has no module `{module}` (an adapter made for another architecture or size?)"
+                ),
+            ));
+        };
+        let (layer, short) =
+            split_module(&module).ok_or_else(|| terr(key, "unexpected module name".into()))?;
+        if !config.target_modules.matches(short)
+            || config
+                .layers_to_transform
+                .as_ref()
+                .is_some_and(|l| !l.contains(&layer))
+        {
+            return Err(terr(
+                key,
+                format!(
+                    "`{module}` is not among the adapter's target_modules / layers_to_transform"
+                ),
+            ));
+        }
+        let view = st.tensor(key).map_err(|e| terr(key, e.to_string()))?;
+        let expected = match factor {
+            Factor::A => [config.r, d_in],
+            Factor::B => [d_out, config.r],
+        };
+        let shape = view.shape();
+        if shape != expected {
+            let what = if shape.len() == 2
+                && (shape[0] == expected[0] || shape[1] == expected[1])
+                && (match factor {
+                    Factor::A => shape[1] == d_in,
+                    Factor::B => shape[0] == d_out,
+                }) {
+                format!("rank mismatch: adapter_config.json says r = {}", config.r)
+            } else {
+                "wrong shape for this model".into()
+            };
+            return Err(terr(
+                key,
+                format!("shape {shape:?}, expected {expected:?} ({what})"),
+            ));
+        }
+        let values = to_f32(view.dtype(), view.data()).map_err(|r| terr(key, r))?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(terr(key, format!("contains a non-finite value ({bad})")));
+        }
+        // Back to engram's layout: the transpose of what PEFT stores.
+        let t = transpose(&values, expected[0], expected[1]);
+        let slot = match factor {
+            Factor::A => 0,
+            Factor::B => 1,
+        };
+        found.entry(module).or_default()[slot] = Some((t, [expected[1], expected[0]]));
+    }
+    let targeted: Vec<&String> = dims
+        .keys()
+        .filter(|m| {
+            split_module(m).is_some_and(|(layer, short)| {
+                config.target_modules.matches(short)
+                    && config
+                        .layers_to_transform
+                        .as_ref()
+                        .is_none_or(|l| l.contains(&layer))
+            })
+        })
+        .collect();
+    for m in &targeted {
+        let pair = found.get(*m);
+        for (slot, factor) in [(0, Factor::A), (1, Factor::B)] {
+            if pair.is_none_or(|p| p[slot].is_none()) {
+                return Err(terr(
+                    &crate::adapters::peft_key(m, factor),
+                    "missing: the configuration targets this module".into(),
+                ));
+            }
+        }
+    }
+
+    let device = model.device();
+    for (module, proj) in model.projections_mut() {
+        if let Some([Some((a, a_shape)), Some((b, b_shape))]) = found.remove(&module) {
+            let a = Tensor::<2>::from_data(TensorData::new(a, a_shape), &device);
+            let b = Tensor::<2>::from_data(TensorData::new(b, b_shape), &device);
+            attach(proj, low_rank(name, &config, a, b));
+        }
+    }
+    Ok(config)
+}
+
+/// One factor read from the file, in engram's layout: values and `[rows, cols]`.
+type HostFactor = (Vec<f32>, [usize; 2]);
+
+/// `base_model.model.<module>.lora_A[.<adapter>].weight` → (module, factor).
+fn parse_key(key: &str) -> Option<(String, Factor)> {
+    let rest = key.strip_prefix("base_model.model.")?;
+    let rest = rest.strip_suffix(".weight")?;
+    for (marker, factor) in [(".lora_A", Factor::A), (".lora_B", Factor::B)] {
+        if let Some(pos) = rest.find(marker) {
+            let tail = &rest[pos + marker.len()..];
+            // PEFT writes no adapter name in files; some tools write `.default`.
+            if tail.is_empty() || (tail.starts_with('.') && !tail[1..].contains('.')) {
+                return Some((rest[..pos].to_owned(), factor));
+            }
+        }
+    }
+    None
+}
+
+fn to_f32(dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, String> {
+    let pairs = data
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]));
+    Ok(match dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => pairs.map(|b| half::f16::from_bits(b).to_f32()).collect(),
+        Dtype::BF16 => pairs.map(|b| half::bf16::from_bits(b).to_f32()).collect(),
+        other => return Err(format!("dtype {other:?} is not supported (F32, F16, BF16)")),
+    })
+}
+
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = v[r * cols + c];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_peft_keys() {
+        assert_eq!(
+            parse_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"),
+            Some(("model.layers.0.self_attn.q_proj".into(), Factor::A))
+        );
+        assert_eq!(
+            parse_key("base_model.model.model.layers.2.mlp.down_proj.lora_B.default.weight"),
+            Some(("model.layers.2.mlp.down_proj".into(), Factor::B))
+        );
+        assert_eq!(parse_key("model.layers.0.self_attn.q_proj.weight"), None);
+        assert_eq!(
+            parse_key("base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"),
+            None
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! # engram-lora
+//!
+//! LoRA adapters on engram's frozen model, in PEFT's vocabulary and file format.
+//!
+//! - [`LoraConfig`]: `r`, `lora_alpha`, `lora_dropout`, `use_rslora`, `target_modules` (a list of module
+//!   names or `all-linear`), `layers_to_transform`.
+//! - [`Adapters`] (implemented for [`engram_model::Llama`]): attach several named adapters, activate one,
+//!   several (summed) or none, run the base model without copying it ([`Adapters::without_adapters`]),
+//!   merge and unmerge.
+//! - [`save_adapter`] / [`load_adapter`]: `adapter_config.json` + `adapter_model.safetensors` with PEFT's keys
+//!   (`base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight`, `[r, in]`; `lora_B` `[out, r]`),
+//!   each file written atomically, and checked key by key when read.
+//!
+//! The low-rank path itself, `y = x·W + s·(x·A)·B` with `W` frozen, is computed by
+//! [`engram_model::Projection`]; this crate decides what goes into it.
+
+mod adapters;
+mod atomic;
+mod config;
+mod error;
+mod files;
+
+pub use adapters::{AdapterSummary, Adapters, Factor, peft_key};
+pub use atomic::{write_dir_atomically, write_file_atomically, write_file_synced};
+pub use config::{LINEAR_MODULES, LoraConfig, TargetModules};
+pub use error::LoraError;
+pub use files::{CONFIG_FILE, WEIGHTS_FILE, load_adapter, read_adapter_config, save_adapter};
