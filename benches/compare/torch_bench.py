@@ -49,7 +49,7 @@ def log(msg: str) -> None:
 
 
 def die(msg: str, code: int = 2) -> None:
-    print(f"torch_bench.py: error: {msg}", file=sys.stderr, flush=True)
+    print(f"{Path(sys.argv[0]).name}: error: {msg}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
@@ -100,18 +100,24 @@ def cpu_name() -> str:
     return platform.processor()
 
 
-def main() -> int:
-    args = parse_args()
+# The helpers below are shared with peft_train_bench.py (which imports this module; nothing here imports
+# torch at module level, so the thread variables can still be set before torch is loaded).
 
-    # Stdout carries only the JSON: send everything else (library prints, progress bars) to stderr,
-    # at the file-descriptor level so that native code cannot write to it either.
+
+def stdout_to_stderr():
+    """Stdout carries only the JSON: send everything else (library prints, progress bars) to stderr, at the
+    file-descriptor level so that native code cannot write to it either. Returns the real stdout."""
     json_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    return json_out
 
-    model_path = args.model.expanduser().resolve()
+
+def resolve_model(model: Path) -> tuple[Path, str, dict]:
+    """(resolved path, folder for from_pretrained, extra from_pretrained kwargs); dies on a bad path."""
+    model_path = model.expanduser().resolve()
     if not model_path.exists():
-        die(f"model not found: {args.model} (fetch it with `cargo run --release -p engram-cli -- fetch`; "
+        die(f"model not found: {model} (fetch it with `cargo run --release -p engram-cli -- fetch`; "
             "it lands in the engram cache, ~/.cache/engram)")
     if model_path.is_file():
         if model_path.suffix.lower() != ".gguf":
@@ -124,14 +130,22 @@ def main() -> int:
         load_dir, load_kw = str(model_path), {}
     else:
         die(f"{model_path} is neither a GGUF file nor a folder with config.json")
-    if not args.prompt_file.is_file():
-        die(f"prompt file not found: {args.prompt_file}")
-    prompt_bytes = args.prompt_file.read_bytes()
-    prompt_text = prompt_bytes.decode("utf-8")  # used exactly as stored, like include_str! on the Rust side
+    return model_path, load_dir, load_kw
 
+
+def read_prompt(prompt_file: Path) -> tuple[bytes, str]:
+    if not prompt_file.is_file():
+        die(f"prompt file not found: {prompt_file}")
+    prompt_bytes = prompt_file.read_bytes()
+    return prompt_bytes, prompt_bytes.decode("utf-8")  # used exactly as stored, like include_str! in Rust
+
+
+def import_torch_stack(threads: int, load_kw: dict):
+    """Sets the thread and offline variables, then imports torch and transformers (and the GGUF loading
+    modules, so that a timed load does not include importing them). Returns (torch, transformers)."""
     # Threads and offline mode must be set before torch/transformers are imported.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+        os.environ[var] = str(threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -143,7 +157,6 @@ def main() -> int:
     try:
         import torch
         import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         # Imported up front so that load_s measures reading the model, not importing Python modules.
@@ -155,16 +168,42 @@ def main() -> int:
     except ImportError as e:
         die(f"{e}; create the venv with `bash benches/compare/setup.sh` and run this script with "
             "benches/compare/.venv/bin/python")
-    rss_after_import_mb = vm_status_mb("VmRSS")
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    torch.set_num_threads(threads)
+    return torch, transformers
 
-    torch.set_num_threads(args.threads)
+
+def machine_load_start() -> tuple[tuple[float, float, float], int]:
+    """(os.getloadavg(), other runnable tasks); warns on stderr when the machine is not idle."""
     load_start = os.getloadavg()
     busy_start = other_runnable_tasks()
     if busy_start >= 1:
         log(f"warning: {busy_start} other runnable task(s) on the machine (load average {load_start[0]:.1f}): "
             "other processes are using the CPU, the figures will be low and noisy")
+    return load_start, busy_start
+
+
+def emit_json(report: dict, json_out, json_path: Path | None) -> None:
+    """Writes the report to the real stdout (from stdout_to_stderr()) and to json_path when given."""
+    text = json.dumps(report, indent=1)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")
+    json_out.write(text + "\n")
+    json_out.flush()
+
+
+def main() -> int:
+    args = parse_args()
+    json_out = stdout_to_stderr()
+    model_path, load_dir, load_kw = resolve_model(args.model)
+    prompt_bytes, prompt_text = read_prompt(args.prompt_file)
+    torch, transformers = import_torch_stack(args.threads, load_kw)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rss_after_import_mb = vm_status_mb("VmRSS")
+    load_start, busy_start = machine_load_start()
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, "
         f"{torch.get_num_threads()} thread(s), model {model_path}")
 
@@ -332,12 +371,7 @@ def main() -> int:
         log(f"  {name:<{w0}}  {val:>{w1}}   ({note})")
     log(f"  sanity: {SANITY_PROMPT!r} -> {sanity_text!r}")
 
-    text = json.dumps(report, indent=1)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    json_out.write(text + "\n")
-    json_out.flush()
+    emit_json(report, json_out, args.json)
     return 0
 
 
