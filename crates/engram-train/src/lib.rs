@@ -1,0 +1,27 @@
+//! # engram-train
+//!
+//! The training engine every engram method uses: it trains the LoRA adapter factors of a frozen model
+//! (`engram-lora`) on batches from `engram-data`, minimising an [`Objective`].
+//!
+//! - [`Objective`]: a batch in, a scalar loss and its token count out. [`CrossEntropy`] (next-token,
+//!   masked to assistant turns or whole texts) is the first; SELF-PARAM's KL distillation is another.
+//! - [`BatchSource`]: batches by (epoch, index), so a run can restart at any step on the same data.
+//! - [`Trainer`]: gradient accumulation weighted by tokens, global gradient-norm clipping, [`AdamW`]
+//!   (PyTorch semantics), warm-up + constant/cosine/linear schedules ([`LrSchedule`]), per-step metrics as
+//!   JSONL, atomic checkpoints (adapter + optimizer state + step), bit-identical `--resume`, and a clear stop
+//!   on a NaN or infinite loss that keeps the last good checkpoint.
+//!
+//! Only the adapter factors take part in autodiff: the base weights stay plain tensors, so they get no
+//! gradient, no optimizer state and no autodiff bookkeeping.
+
+mod error;
+mod objective;
+mod optim;
+mod trainer;
+
+pub use error::TrainError;
+pub use objective::{
+    BatchSource, CrossEntropy, DeviceBatches, LossOutput, Objective, TokenBatch, cross_entropy,
+};
+pub use optim::{AdamW, AdamWConfig, Decay, LrSchedule, Moments, global_norm};
+pub use trainer::{Length, RunDir, StepMetrics, TrainConfig, TrainSummary, Trainer};

@@ -1,0 +1,164 @@
+//! What a training step minimises. An [`Objective`] turns a batch into a scalar loss and the number of tokens
+//! it was averaged over; the trainer does the rest (accumulation, clipping, the optimizer, checkpoints).
+//! Next-token cross-entropy is the first; SELF-PARAM's KL distillation plugs in the same way.
+
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use engram_data::{Batcher, HostBatch};
+use engram_model::{ForwardInput, Llama};
+
+/// A scalar loss and what it averages over.
+pub struct LossOutput {
+    /// `[1]`, the mean loss over `tokens`.
+    pub loss: Tensor<1>,
+    /// How many target tokens the mean is over: micro-batches are weighted by it when gradients are
+    /// accumulated, so a step's gradient is the mean over all its tokens.
+    pub tokens: usize,
+}
+
+/// A training loss over batches of type `Batch`.
+pub trait Objective {
+    type Batch;
+    /// A short name for logs and metrics (`cross-entropy`).
+    fn name(&self) -> &str;
+    /// The loss of `model` on `batch`. The adapter factors being trained are autodiff tensors inside `model`;
+    /// everything else is frozen.
+    fn loss(&self, model: &Llama, batch: &Self::Batch) -> LossOutput;
+}
+
+/// Batches by position, so that a run can be resumed at any step and replays the same data.
+pub trait BatchSource {
+    type Batch;
+    /// Micro-batches in one pass over the data.
+    fn batches_per_epoch(&self) -> usize;
+    /// Micro-batch `index` of epoch `epoch`; the same arguments always give the same batch.
+    fn batch(&self, epoch: usize, index: usize) -> Self::Batch;
+}
+
+/// Token ids on the device with the positions whose next token is a training target.
+#[derive(Clone, Debug)]
+pub struct TokenBatch {
+    pub input: ForwardInput,
+    /// Flat indices into `[batch * seq]` of the positions that predict a target.
+    pub target_positions: Tensor<1, Int>,
+    /// The target token at each of those positions.
+    pub targets: Tensor<1, Int>,
+    pub num_targets: usize,
+    /// `batch * seq`, including padding.
+    pub num_tokens: usize,
+}
+
+impl TokenBatch {
+    /// Moves a host batch to `device`.
+    pub fn from_host(h: &HostBatch, device: &Device) -> Self {
+        let shape = [h.batch, h.seq];
+        let ints = |v: &[u32]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
+        let mut positions = Vec::new();
+        let mut targets = Vec::new();
+        for (i, (&keep, &t)) in h.target_mask.iter().zip(&h.targets).enumerate() {
+            if keep {
+                positions.push(i as i64);
+                targets.push(t as i64);
+            }
+        }
+        let n = positions.len();
+        let padded = h.key_padding.iter().any(|&p| p);
+        Self {
+            input: ForwardInput {
+                tokens: Tensor::from_data(TensorData::new(ints(&h.tokens), shape), device),
+                positions: Tensor::from_data(TensorData::new(ints(&h.positions), shape), device),
+                key_padding: padded.then(|| {
+                    Tensor::<2, Bool>::from_data(
+                        TensorData::new(h.key_padding.clone(), shape),
+                        device,
+                    )
+                }),
+                segments: h
+                    .segments
+                    .as_ref()
+                    .map(|s| Tensor::from_data(TensorData::new(ints(s), shape), device)),
+            },
+            target_positions: Tensor::from_data(TensorData::new(positions, [n]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [n]), device),
+            num_targets: n,
+            num_tokens: h.batch * h.seq,
+        }
+    }
+}
+
+/// [`Batcher`] batches moved to a device.
+pub struct DeviceBatches<'a> {
+    pub batcher: &'a Batcher,
+    pub device: Device,
+}
+
+impl BatchSource for DeviceBatches<'_> {
+    type Batch = TokenBatch;
+    fn batches_per_epoch(&self) -> usize {
+        self.batcher.batches_per_epoch()
+    }
+    fn batch(&self, epoch: usize, index: usize) -> TokenBatch {
+        TokenBatch::from_host(&self.batcher.batch(epoch, index), &self.device)
+    }
+}
+
+/// Next-token cross-entropy over the target positions only (assistant turns for chats, every token but the
+/// first for plain text). Logits are computed only where a loss is taken: with chat data most positions are
+/// prompt, and the `[positions, vocab]` output product is the largest matrix product of the model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CrossEntropy;
+
+impl Objective for CrossEntropy {
+    type Batch = TokenBatch;
+
+    fn name(&self) -> &str {
+        "cross-entropy"
+    }
+
+    fn loss(&self, model: &Llama, batch: &TokenBatch) -> LossOutput {
+        let hidden = model.final_hidden(batch.input.clone(), None);
+        let [b, s, h] = hidden.dims();
+        let picked = hidden
+            .reshape([b * s, h])
+            .select(0, batch.target_positions.clone());
+        let logits = model.project_logits(picked);
+        LossOutput {
+            loss: cross_entropy(logits, batch.targets.clone()),
+            tokens: batch.num_targets,
+        }
+    }
+}
+
+/// Mean of `logsumexp(logits) − logits[target]` over rows: `[n, vocab]`, `[n]` → `[1]`.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let n = targets.dims()[0];
+    // The max is a constant shift for stability: its gradient cancels, so it is detached.
+    let max = logits.clone().detach().max_dim(1);
+    let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
+    let picked = logits.gather(1, targets.reshape([n, 1]));
+    (lse - picked).mean()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_entropy_matches_the_formula() {
+        let device = Device::flex();
+        let logits = [[2.0f32, 1.0, 0.1], [0.0, 0.0, 5.0]];
+        let targets = [0i64, 1];
+        let t = Tensor::<2>::from_data(TensorData::new(logits.concat(), [2, 3]), &device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(targets.to_vec(), [2]), &device);
+        let got: f32 = cross_entropy(t, y).into_scalar();
+        let want: f64 = logits
+            .iter()
+            .zip(targets)
+            .map(|(row, t)| {
+                let lse = row.iter().map(|v| (*v as f64).exp()).sum::<f64>().ln();
+                lse - row[t as usize] as f64
+            })
+            .sum::<f64>()
+            / 2.0;
+        assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+    }
+}

@@ -1,0 +1,562 @@
+//! The training loop: micro-batches → loss → gradients of the adapter factors only → accumulation → global
+//! clipping → AdamW, with per-step metrics, atomic checkpoints and exact resume.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Param;
+use burn::tensor::{Tensor, TensorData};
+use engram_lora::{
+    Adapters, LoraConfig, load_adapter, save_adapter, write_dir_atomically, write_file_atomically,
+};
+use engram_model::Llama;
+use safetensors::tensor::TensorView;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::optim::{AdamW, AdamWConfig, Decay, LrSchedule, Moments, global_norm};
+use crate::{BatchSource, Objective, TrainError};
+
+/// How long to train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Length {
+    /// This many optimizer steps (the data repeats as needed).
+    Steps(usize),
+    /// This many passes over the data.
+    Epochs(usize),
+}
+
+/// Everything that shapes a run besides the data, the model and the adapter's own configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub schedule: Decay,
+    pub adamw: AdamWConfig,
+    /// Clip the global gradient norm to this (PyTorch's `clip_grad_norm_`); `None`: no clipping.
+    pub max_grad_norm: Option<f64>,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    pub length: Length,
+    /// Seeds dropout (the data order and the adapter's initialisation are seeded by their owners).
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainConfig {
+    /// lr 3e-4 (the PyTorch reference's setting for SmolLM2), constant, clip at 1.0, one epoch.
+    fn default() -> Self {
+        Self {
+            lr: 3e-4,
+            warmup_steps: 0,
+            schedule: Decay::Constant,
+            adamw: AdamWConfig::default(),
+            max_grad_norm: Some(1.0),
+            grad_accum: 1,
+            length: Length::Epochs(1),
+            seed: 0,
+            checkpoint_every: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks ranges, naming the option.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(TrainError::invalid(
+                "lr",
+                self.lr,
+                "must be a positive number",
+            ));
+        }
+        if self.grad_accum == 0 {
+            return Err(TrainError::invalid("grad-accum", 0, "must be at least 1"));
+        }
+        match self.length {
+            Length::Steps(0) => return Err(TrainError::invalid("steps", 0, "must be at least 1")),
+            Length::Epochs(0) => {
+                return Err(TrainError::invalid("epochs", 0, "must be at least 1"));
+            }
+            _ => {}
+        }
+        if let Some(c) = self.max_grad_norm
+            && !(c > 0.0 && c.is_finite())
+        {
+            return Err(TrainError::invalid("max-grad-norm", c, "must be positive"));
+        }
+        self.adamw.validate()
+    }
+
+    /// Optimizer steps for data of `batches_per_epoch` micro-batches.
+    pub fn total_steps(&self, batches_per_epoch: usize) -> usize {
+        match self.length {
+            Length::Steps(s) => s,
+            Length::Epochs(e) => (e * batches_per_epoch).div_ceil(self.grad_accum),
+        }
+    }
+}
+
+/// One optimizer step's figures, as written to `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// 1-based: steps completed.
+    pub step: usize,
+    pub total_steps: usize,
+    /// Passes over the data so far (fractional).
+    pub epoch: f64,
+    /// Mean loss over the step's target tokens.
+    pub loss: f64,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Target tokens in the step.
+    pub tokens: usize,
+    /// Target tokens per second of this step.
+    pub tokens_per_s: f64,
+    /// Seconds of this step.
+    pub step_s: f64,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub steps: usize,
+    /// The step a resumed run started from (0 for a fresh run).
+    pub resumed_from: usize,
+    pub final_loss: Option<f64>,
+    pub adapter_dir: PathBuf,
+}
+
+/// Where a run keeps its files: `OUT/` holds the final adapter (PEFT files, loadable by PEFT and engram) and
+/// `metrics.jsonl`; `OUT/checkpoint/` the latest checkpoint.
+pub struct RunDir {
+    pub out: PathBuf,
+}
+
+impl RunDir {
+    pub fn checkpoint(&self) -> PathBuf {
+        self.out.join("checkpoint")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.out.join("metrics.jsonl")
+    }
+}
+
+/// The identity of a run: resuming checks that nothing in it changed.
+fn fingerprint(
+    config: &TrainConfig,
+    lora: &LoraConfig,
+    adapter: &str,
+    data_id: &str,
+    batches_per_epoch: usize,
+) -> Value {
+    json!({
+        "train": config,
+        "lora": lora.to_peft_json(),
+        "adapter": adapter,
+        "data": data_id,
+        "batches_per_epoch": batches_per_epoch,
+    })
+}
+
+/// A training run of adapter `adapter` (already attached to `model`, e.g. with [`Adapters::add_adapter`]).
+pub struct Trainer<'a> {
+    pub model: &'a mut Llama,
+    pub adapter: String,
+    pub lora: LoraConfig,
+    pub config: TrainConfig,
+    pub out: PathBuf,
+    /// Identifies the training data (e.g. a hash of the file): a resumed run must see the same data.
+    pub data_id: String,
+}
+
+impl Trainer<'_> {
+    /// Trains for the configured length, calling `observer` after every step. With `resume`, continues from
+    /// `OUT/checkpoint` and ends exactly where an uninterrupted run would have.
+    pub fn run<O, S>(
+        &mut self,
+        objective: &O,
+        data: &S,
+        resume: bool,
+        observer: &mut dyn FnMut(&StepMetrics),
+    ) -> Result<TrainSummary, TrainError>
+    where
+        O: Objective,
+        S: BatchSource<Batch = O::Batch>,
+    {
+        self.config.validate()?;
+        let bpe = data.batches_per_epoch();
+        if bpe == 0 {
+            return Err(TrainError::invalid("data", 0, "no batches"));
+        }
+        let total = self.config.total_steps(bpe);
+        let dirs = RunDir {
+            out: self.out.clone(),
+        };
+        let print = fingerprint(&self.config, &self.lora, &self.adapter, &self.data_id, bpe);
+        std::fs::create_dir_all(&dirs.out).map_err(|e| TrainError::from((dirs.out.clone(), e)))?;
+
+        let (mut opt, start) = if resume {
+            self.restore(&dirs, &print)?
+        } else {
+            reset_metrics(&dirs.metrics(), 0)?;
+            (AdamW::new(self.config.adamw.clone()), 0)
+        };
+        let schedule = LrSchedule {
+            peak: self.config.lr,
+            warmup_steps: self.config.warmup_steps,
+            decay: self.config.schedule,
+            total_steps: total,
+        };
+        let mut metrics_file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dirs.metrics())
+            .map_err(|e| TrainError::from((dirs.metrics(), e)))?;
+        let device = self.model.device();
+        set_trainable(self.model, &self.adapter, true)?;
+        let mut last_good = start;
+        let mut final_loss = None;
+        let result = (|| -> Result<(), TrainError> {
+            for step in start..total {
+                let t0 = Instant::now();
+                // Dropout masks depend only on (seed, step): a resumed run draws the same ones.
+                device.seed(mix(self.config.seed, step as u64));
+                let mut acc: Vec<Option<Tensor<2>>> = Vec::new();
+                let mut tokens = 0usize;
+                let mut loss_sum = 0f64;
+                for k in 0..self.config.grad_accum {
+                    let micro = step * self.config.grad_accum + k;
+                    let batch = data.batch(micro / bpe, micro % bpe);
+                    let out = objective.loss(self.model, &batch);
+                    let loss: f32 = out.loss.clone().inner().into_scalar();
+                    if !loss.is_finite() {
+                        return Err(self.non_finite(
+                            &dirs,
+                            step + 1,
+                            "loss",
+                            loss as f64,
+                            last_good,
+                        ));
+                    }
+                    if out.tokens == 0 {
+                        continue;
+                    }
+                    let grads = out.loss.mul_scalar(out.tokens as f64).backward();
+                    let mut i = 0;
+                    self.model
+                        .visit_factors_mut(&self.adapter, &mut |_, _, p| {
+                            let g = p.val().grad(&grads);
+                            if acc.len() <= i {
+                                acc.push(None);
+                            }
+                            acc[i] = match (acc[i].take(), g) {
+                                (Some(a), Some(g)) => Some(a + g),
+                                (a, g) => a.or(g),
+                            };
+                            i += 1;
+                        })?;
+                    tokens += out.tokens;
+                    loss_sum += loss as f64 * out.tokens as f64;
+                }
+                if tokens == 0 {
+                    return Err(TrainError::invalid(
+                        "data",
+                        format!("step {}", step + 1),
+                        "a step had no target tokens",
+                    ));
+                }
+                let grads: Vec<Option<Tensor<2>>> = acc
+                    .into_iter()
+                    .map(|g| g.map(|g| g.div_scalar(tokens as f64)))
+                    .collect();
+                let present: Vec<Tensor<2>> = grads.iter().flatten().cloned().collect();
+                let norm = global_norm(&present);
+                if !norm.is_finite() {
+                    return Err(self.non_finite(&dirs, step + 1, "gradient norm", norm, last_good));
+                }
+                // torch.nn.utils.clip_grad_norm_: scale by max/(norm + 1e-6) when that is below 1.
+                let clip = match self.config.max_grad_norm {
+                    Some(max) if norm > max => max / (norm + 1e-6),
+                    _ => 1.0,
+                };
+                let lr = schedule.lr(step);
+                opt.begin_step();
+                let mut i = 0;
+                self.model
+                    .visit_factors_mut(&self.adapter, &mut |key, _, p| {
+                        let value = p.val().inner();
+                        let g = grads
+                            .get(i)
+                            .cloned()
+                            .flatten()
+                            .unwrap_or_else(|| value.zeros_like());
+                        let g = if clip < 1.0 { g.mul_scalar(clip) } else { g };
+                        let new = opt.update(key, value, g, lr);
+                        *p = Param::initialized(p.id, new.autodiff().require_grad());
+                        i += 1;
+                    })?;
+                let loss = loss_sum / tokens as f64;
+                let step_s = t0.elapsed().as_secs_f64();
+                let m = StepMetrics {
+                    step: step + 1,
+                    total_steps: total,
+                    epoch: ((step + 1) * self.config.grad_accum) as f64 / bpe as f64,
+                    loss,
+                    lr,
+                    grad_norm: norm,
+                    tokens,
+                    tokens_per_s: tokens as f64 / step_s.max(1e-9),
+                    step_s,
+                };
+                let line = serde_json::to_string(&m).expect("metrics serialise");
+                writeln!(metrics_file, "{line}")
+                    .map_err(|e| TrainError::from((dirs.metrics(), e)))?;
+                final_loss = Some(loss);
+                observer(&m);
+                let every = self.config.checkpoint_every;
+                if every > 0 && (step + 1) % every == 0 && step + 1 < total {
+                    self.write_checkpoint(&dirs, &opt, step + 1, &print)?;
+                    last_good = step + 1;
+                }
+            }
+            Ok(())
+        })();
+        set_trainable(self.model, &self.adapter, false)?;
+        result?;
+        metrics_file
+            .sync_all()
+            .map_err(|e| TrainError::from((dirs.metrics(), e)))?;
+        self.write_checkpoint(&dirs, &opt, total, &print)?;
+        save_adapter(self.model, &self.adapter, &self.lora, &dirs.out)?;
+        Ok(TrainSummary {
+            steps: total,
+            resumed_from: start,
+            final_loss,
+            adapter_dir: dirs.out.clone(),
+        })
+    }
+
+    fn non_finite(
+        &self,
+        dirs: &RunDir,
+        step: usize,
+        what: &'static str,
+        value: f64,
+        last_good: usize,
+    ) -> TrainError {
+        let ckpt = dirs.checkpoint();
+        TrainError::NonFinite {
+            step,
+            what,
+            value,
+            last_good,
+            checkpoint: ckpt.join(STATE_FILE).exists().then_some(ckpt),
+        }
+    }
+
+    fn write_checkpoint(
+        &self,
+        dirs: &RunDir,
+        opt: &AdamW,
+        step: usize,
+        print: &Value,
+    ) -> Result<(), TrainError> {
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (key, m) in &opt.state {
+            for (suffix, t) in [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)] {
+                let shape = t.dims().to_vec();
+                let v = t
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| TrainError::Checkpoint {
+                        path: dirs.checkpoint(),
+                        reason: format!("cannot read optimizer state {key}: {e:?}"),
+                    })?;
+                tensors.push((
+                    format!("{key}.{suffix}"),
+                    shape,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ));
+            }
+        }
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .map(|(k, s, b)| {
+                TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .map(|v| (k.clone(), v))
+                    .map_err(|e| TrainError::Checkpoint {
+                        path: dirs.checkpoint(),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let optimizer =
+            safetensors::serialize(views, None).map_err(|e| TrainError::Checkpoint {
+                path: dirs.checkpoint(),
+                reason: e.to_string(),
+            })?;
+        let state = json!({
+            "step": step,
+            "optimizer_step": opt.step,
+            "fingerprint": print,
+            "engram_version": env!("CARGO_PKG_VERSION"),
+        });
+        let state = serde_json::to_vec_pretty(&state).expect("state serialises");
+        let model = &*self.model;
+        write_dir_atomically(&dirs.checkpoint(), |tmp| -> Result<(), TrainError> {
+            save_adapter(model, &self.adapter, &self.lora, &tmp.join("adapter"))?;
+            write_file_atomically(&tmp.join(OPTIMIZER_FILE), &optimizer)
+                .map_err(|e| TrainError::from((tmp.join(OPTIMIZER_FILE), e)))?;
+            write_file_atomically(&tmp.join(STATE_FILE), &state)
+                .map_err(|e| TrainError::from((tmp.join(STATE_FILE), e)))
+        })
+    }
+
+    fn restore(&mut self, dirs: &RunDir, print: &Value) -> Result<(AdamW, usize), TrainError> {
+        let ckpt = dirs.checkpoint();
+        let bad = |reason: String| TrainError::Resume {
+            path: ckpt.clone(),
+            reason,
+        };
+        let state_path = ckpt.join(STATE_FILE);
+        let text = std::fs::read_to_string(&state_path).map_err(|e| {
+            bad(format!(
+                "no checkpoint to resume ({}: {e})",
+                state_path.display()
+            ))
+        })?;
+        let state: Value = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("{}: invalid JSON: {e}", state_path.display())))?;
+        if state["fingerprint"] != *print {
+            let diff = first_difference(&state["fingerprint"], print, "");
+            return Err(bad(format!(
+                "the run's settings changed since the checkpoint ({diff}); start afresh without --resume or use the original settings"
+            )));
+        }
+        let step = state["step"]
+            .as_u64()
+            .ok_or_else(|| bad("trainer_state.json has no step".into()))?
+            as usize;
+        let opt_step = state["optimizer_step"]
+            .as_u64()
+            .ok_or_else(|| bad("trainer_state.json has no optimizer_step".into()))?;
+        self.model.remove_adapter(&self.adapter)?;
+        load_adapter(self.model, &ckpt.join("adapter"), &self.adapter)?;
+        let path = ckpt.join(OPTIMIZER_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::from((path.clone(), e)))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let device = self.model.device();
+        let mut loaded: HashMap<String, Tensor<2>> = HashMap::new();
+        for (name, view) in st.tensors() {
+            let shape = view.shape();
+            if view.dtype() != safetensors::Dtype::F32 || shape.len() != 2 {
+                return Err(bad(format!(
+                    "{}: `{name}` is not a 2-D f32 tensor",
+                    path.display()
+                )));
+            }
+            let v: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            loaded.insert(
+                name,
+                Tensor::from_data(TensorData::new(v, [shape[0], shape[1]]), &device),
+            );
+        }
+        let mut opt = AdamW::new(self.config.adamw.clone());
+        opt.step = opt_step;
+        let mut missing = None;
+        self.model
+            .visit_factors_mut(&self.adapter, &mut |key, _, _| match (
+                loaded.remove(&format!("{key}.exp_avg")),
+                loaded.remove(&format!("{key}.exp_avg_sq")),
+            ) {
+                (Some(exp_avg), Some(exp_avg_sq)) => {
+                    opt.state.insert(
+                        key.to_owned(),
+                        Moments {
+                            exp_avg,
+                            exp_avg_sq,
+                        },
+                    );
+                }
+                _ if opt_step == 0 => {}
+                _ => missing = missing.take().or(Some(key.to_owned())),
+            })?;
+        if let Some(key) = missing {
+            return Err(bad(format!(
+                "{}: no optimizer state for `{key}`",
+                path.display()
+            )));
+        }
+        reset_metrics(&dirs.metrics(), step)?;
+        Ok((opt, step))
+    }
+}
+
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// Makes the adapter's factors leaves of the autodiff graph (or plain tensors again).
+fn set_trainable(model: &mut Llama, adapter: &str, on: bool) -> Result<(), TrainError> {
+    model.visit_factors_mut(adapter, &mut |_, _, p| {
+        let v = p.val().inner();
+        let v = if on { v.autodiff().require_grad() } else { v };
+        *p = Param::initialized(p.id, v);
+    })?;
+    Ok(())
+}
+
+/// Keeps the first `steps` lines of the metrics file (a resumed run rewrites what came after its checkpoint).
+fn reset_metrics(path: &Path, steps: usize) -> Result<(), TrainError> {
+    let kept: Vec<String> = match std::fs::read_to_string(path) {
+        Ok(text) => text.lines().take(steps).map(str::to_owned).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(TrainError::from((path.to_path_buf(), e))),
+    };
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    write_file_atomically(path, body.as_bytes())
+        .map_err(|e| TrainError::from((path.to_path_buf(), e)))
+}
+
+/// splitmix64 of (seed, step).
+fn mix(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The first JSON path where `a` and `b` differ, for resume errors.
+fn first_difference(a: &Value, b: &Value, path: &str) -> String {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys()) {
+                let (va, vb) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                if va != vb {
+                    return first_difference(va, vb, &format!("{path}.{k}"));
+                }
+            }
+            format!("{path}: differs")
+        }
+        _ => format!("{}: was {a}, now {b}", path.trim_start_matches('.')),
+    }
+}

@@ -1,0 +1,395 @@
+//! The training engine on a tiny random model: the loss goes down, gradient accumulation equals the larger
+//! batch, a NaN loss stops the run keeping the last good checkpoint, and resuming from it ends bit-identical
+//! to a run that was never interrupted.
+
+use std::cell::Cell;
+use std::path::Path;
+
+use engram_data::{BatchConfig, Batcher, TokenizedExample};
+use engram_formats::Architecture;
+use engram_formats::testing::{Memory, tiny_config};
+use engram_lora::{Adapters, LoraConfig};
+use engram_model::{Device, Llama};
+use engram_train::{
+    CrossEntropy, Decay, DeviceBatches, Length, LossOutput, Objective, StepMetrics, TokenBatch,
+    TrainConfig, TrainError, Trainer,
+};
+
+fn tiny_with_adapter(dropout: f64) -> (Llama, LoraConfig) {
+    let mut m = Llama::load(
+        &Memory::random(tiny_config(Architecture::Llama), 5),
+        &Device::flex(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let lora = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        lora_dropout: dropout,
+        ..LoraConfig::default()
+    };
+    m.add_adapter("t", &lora, 9).unwrap();
+    (m, lora)
+}
+
+/// Six short "sentences" over the tiny vocabulary, each a fixed pattern the model can learn.
+fn batcher(batch_size: usize) -> Batcher {
+    let examples = (0..6u32)
+        .map(|i| {
+            let ids: Vec<u32> = (0..10).map(|t| (i * 7 + t * 3) % 60 + 2).collect();
+            let mut loss_mask = vec![true; ids.len()];
+            loss_mask[0] = false;
+            TokenizedExample { ids, loss_mask }
+        })
+        .collect();
+    Batcher::new(
+        examples,
+        BatchConfig {
+            batch_size,
+            max_len: 16,
+            packing: false,
+            seed: 3,
+            pad_id: 0,
+        },
+    )
+    .unwrap()
+}
+
+fn config(steps: usize) -> TrainConfig {
+    TrainConfig {
+        lr: 1e-2,
+        warmup_steps: 2,
+        schedule: Decay::Cosine,
+        length: Length::Steps(steps),
+        checkpoint_every: 2,
+        seed: 1,
+        adamw: engram_train::AdamWConfig {
+            weight_decay: 0.01,
+            ..Default::default()
+        },
+        ..TrainConfig::default()
+    }
+}
+
+fn run<O: Objective<Batch = TokenBatch>>(
+    model: &mut Llama,
+    lora: &LoraConfig,
+    cfg: TrainConfig,
+    objective: &O,
+    data: &Batcher,
+    out: &Path,
+    resume: bool,
+) -> (
+    Result<engram_train::TrainSummary, TrainError>,
+    Vec<StepMetrics>,
+) {
+    let mut seen = Vec::new();
+    let mut trainer = Trainer {
+        model,
+        adapter: "t".into(),
+        lora: lora.clone(),
+        config: cfg,
+        out: out.to_path_buf(),
+        data_id: "tiny".into(),
+    };
+    let source = DeviceBatches {
+        batcher: data,
+        device: Device::flex(),
+    };
+    let r = trainer.run(objective, &source, resume, &mut |m| seen.push(m.clone()));
+    (r, seen)
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn loss_decreases_and_metrics_are_written() {
+    let (mut m, lora) = tiny_with_adapter(0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let (r, seen) = run(
+        &mut m,
+        &lora,
+        config(12),
+        &CrossEntropy,
+        &batcher(3),
+        dir.path(),
+        false,
+    );
+    let summary = r.unwrap();
+    assert_eq!(summary.steps, 12);
+    assert_eq!(seen.len(), 12);
+    let first = (seen[0].loss + seen[1].loss) / 2.0;
+    let last = (seen[10].loss + seen[11].loss) / 2.0;
+    assert!(last < first * 0.8, "loss {first} -> {last}");
+    assert!(
+        seen.iter()
+            .all(|s| s.grad_norm.is_finite() && s.tokens == 27)
+    );
+    assert!(seen[0].lr < seen[2].lr, "warm-up");
+    let lines = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let parsed: Vec<StepMetrics> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed.len(), seen.len(), "metrics.jsonl holds every step");
+    for (p, s) in parsed.iter().zip(&seen) {
+        assert_eq!((p.step, p.tokens), (s.step, s.tokens));
+        assert!(
+            (p.loss - s.loss).abs() <= 1e-12 * s.loss.abs(),
+            "{} vs {}",
+            p.loss,
+            s.loss
+        );
+    }
+    // The output folder is a PEFT adapter that loads back onto the base model.
+    let (mut fresh, _) = tiny_with_adapter(0.0);
+    fresh.remove_adapter("t").unwrap();
+    engram_lora::load_adapter(&mut fresh, dir.path(), "t").unwrap();
+    for ((k, _, a), (_, _, b)) in m
+        .adapter_factors("t")
+        .unwrap()
+        .into_iter()
+        .zip(fresh.adapter_factors("t").unwrap())
+    {
+        assert_eq!(
+            a.into_data().try_to_vec::<f32>().unwrap(),
+            b.into_data().try_to_vec::<f32>().unwrap(),
+            "{k}"
+        );
+    }
+}
+
+#[test]
+fn gradient_accumulation_equals_the_larger_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, lora) = tiny_with_adapter(0.0);
+    let (mut b, _) = tiny_with_adapter(0.0);
+    let cfg = TrainConfig {
+        checkpoint_every: 0,
+        ..config(3)
+    };
+    let (r1, s1) = run(
+        &mut a,
+        &lora,
+        cfg.clone(),
+        &CrossEntropy,
+        &batcher(6),
+        &dir.path().join("a"),
+        false,
+    );
+    let cfg2 = TrainConfig {
+        grad_accum: 2,
+        ..cfg
+    };
+    let (r2, s2) = run(
+        &mut b,
+        &lora,
+        cfg2,
+        &CrossEntropy,
+        &batcher(3),
+        &dir.path().join("b"),
+        false,
+    );
+    r1.unwrap();
+    r2.unwrap();
+    for (x, y) in s1.iter().zip(&s2) {
+        assert!(
+            (x.loss - y.loss).abs() < 1e-4 * x.loss,
+            "{} vs {}",
+            x.loss,
+            y.loss
+        );
+        assert!((x.grad_norm - y.grad_norm).abs() < 1e-3 * x.grad_norm);
+    }
+}
+
+/// Cross-entropy that returns NaN from its `fail_at`-th call on: a run blowing up mid-way.
+struct Failing {
+    calls: Cell<usize>,
+    fail_at: usize,
+}
+
+impl Objective for Failing {
+    type Batch = TokenBatch;
+    fn name(&self) -> &str {
+        "failing"
+    }
+    fn loss(&self, model: &Llama, batch: &TokenBatch) -> LossOutput {
+        let n = self.calls.get() + 1;
+        self.calls.set(n);
+        let out = CrossEntropy.loss(model, batch);
+        if n >= self.fail_at {
+            LossOutput {
+                loss: out.loss.mul_scalar(f64::NAN),
+                tokens: out.tokens,
+            }
+        } else {
+            out
+        }
+    }
+}
+
+#[test]
+fn nan_stops_the_run_and_resume_is_bit_identical() {
+    let root = tempfile::tempdir().unwrap();
+    let data = batcher(3);
+    // Dropout on: resuming must also replay the same dropout masks.
+    let (mut whole, lora) = tiny_with_adapter(0.1);
+    let (r, _) = run(
+        &mut whole,
+        &lora,
+        config(7),
+        &CrossEntropy,
+        &data,
+        &root.path().join("whole"),
+        false,
+    );
+    r.unwrap();
+
+    let out = root.path().join("broken");
+    let (mut m, _) = tiny_with_adapter(0.1);
+    let failing = Failing {
+        calls: Cell::new(0),
+        fail_at: 6,
+    };
+    let (r, seen) = run(&mut m, &lora, config(7), &failing, &data, &out, false);
+    let e = r.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TrainError::NonFinite {
+                step: 6,
+                last_good: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("step 6") && msg.contains("NaN") && msg.contains("checkpoint"),
+        "{msg}"
+    );
+    assert_eq!(seen.len(), 5, "five good steps before the NaN");
+    let ckpt = out.join("checkpoint");
+    let state: serde_json::Value =
+        serde_json::from_slice(&read(&ckpt.join("trainer_state.json"))).unwrap();
+    assert_eq!(state["step"], 4, "the last good checkpoint is kept");
+    assert!(
+        !out.join("adapter_model.safetensors").exists(),
+        "no final adapter from a failed run"
+    );
+
+    // Changed settings are refused by name.
+    let (mut other, _) = tiny_with_adapter(0.1);
+    let changed = TrainConfig {
+        lr: 2e-2,
+        ..config(7)
+    };
+    let (r, _) = run(&mut other, &lora, changed, &CrossEntropy, &data, &out, true);
+    let msg = r.unwrap_err().to_string();
+    assert!(msg.contains("train.lr") && msg.contains("0.01"), "{msg}");
+
+    let (mut resumed, _) = tiny_with_adapter(0.1);
+    let (r, seen) = run(
+        &mut resumed,
+        &lora,
+        config(7),
+        &CrossEntropy,
+        &data,
+        &out,
+        true,
+    );
+    let summary = r.unwrap();
+    assert_eq!(summary.resumed_from, 4);
+    assert_eq!(seen.first().map(|s| s.step), Some(5));
+    let whole_dir = root.path().join("whole");
+    for f in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "checkpoint/optimizer.safetensors",
+    ] {
+        assert_eq!(
+            read(&whole_dir.join(f)),
+            read(&out.join(f)),
+            "{f} differs after resume"
+        );
+    }
+    let lines = |p: &Path| std::fs::read_to_string(p.join("metrics.jsonl")).unwrap();
+    let strip = |s: String| -> Vec<(u64, String)> {
+        s.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["step"].as_u64().unwrap(),
+                    format!("{}/{}", v["loss"], v["grad_norm"]),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        strip(lines(&whole_dir)),
+        strip(lines(&out)),
+        "same losses, one line per step"
+    );
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let (mut m, lora) = tiny_with_adapter(0.0);
+    let dir = tempfile::tempdir().unwrap();
+    for (cfg, needle) in [
+        (
+            TrainConfig {
+                lr: -1.0,
+                ..config(2)
+            },
+            "lr",
+        ),
+        (
+            TrainConfig {
+                grad_accum: 0,
+                ..config(2)
+            },
+            "grad-accum",
+        ),
+        (
+            TrainConfig {
+                length: Length::Steps(0),
+                ..config(2)
+            },
+            "steps",
+        ),
+        (
+            TrainConfig {
+                max_grad_norm: Some(f64::NAN),
+                ..config(2)
+            },
+            "max-grad-norm",
+        ),
+    ] {
+        let (r, _) = run(
+            &mut m,
+            &lora,
+            cfg,
+            &CrossEntropy,
+            &batcher(2),
+            dir.path(),
+            false,
+        );
+        let msg = r.unwrap_err().to_string();
+        assert!(msg.contains(needle), "{msg}");
+    }
+    let (r, _) = run(
+        &mut m,
+        &lora,
+        config(2),
+        &CrossEntropy,
+        &batcher(2),
+        &dir.path().join("fresh"),
+        true,
+    );
+    assert!(r.unwrap_err().to_string().contains("no checkpoint"));
+}
