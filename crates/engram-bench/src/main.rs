@@ -8,6 +8,10 @@
 //!   last position's logits (what generation needs).
 //! - decode tok/s: `64 / seconds` for 64 greedy decode steps with the KV cache after a 16-token prompt, batch
 //!   1 (the prefill is not timed).
+//! - train step: median seconds of one LoRA optimizer step (r 8, alpha 16, all seven projections, AdamW lr 1e-4
+//!   weight decay 0.01, clip 1.0, f32) on a `[4, 128]` batch of the prompt's ids (row r = ids[(r*16 + j) %
+//!   len]), next-token cross-entropy over all 4 x 127 targets, through `engram_train::Trainer`; tokens/s =
+//!   512 / that. The PyTorch + PEFT side is `benches/compare/peft_train_bench.py`.
 //! - peak RSS: the process's high-water resident set (`VmHWM`).
 
 use std::path::{Path, PathBuf};
@@ -16,8 +20,13 @@ use std::time::Instant;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Parser;
+use engram_data::HostBatch;
+use engram_lora::{Adapters, LoraConfig};
 use engram_model::{
     DeviceSpec, ForwardInput, LoadedModel, Logits, argmax, left_padded_batch, load_model,
+};
+use engram_train::{
+    AdamWConfig, BatchSource, CrossEntropy, Length, TokenBatch, TrainConfig, Trainer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +58,7 @@ struct Args {
     python: PathBuf,
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Measure only this part (for profiling): load, prefill or decode.
+    /// Measure only this part (for profiling): load, prefill, decode or train.
     #[arg(long)]
     only: Option<String>,
     /// Write the figures as JSON here too.
@@ -65,6 +74,20 @@ struct Figures {
     prefill_b4_tok_s: f64,
     decode_b1_tok_s: f64,
     peak_rss_mb: f64,
+    #[serde(default = "nan")]
+    train_step_s: f64,
+    #[serde(default = "nan")]
+    train_tok_s: f64,
+    /// The first step's loss (B = 0, so the base model's): both sides must agree.
+    #[serde(default = "nan", alias = "loss_first")]
+    train_loss_first: f64,
+    /// Peak RSS of the training run (PyTorch: its own process).
+    #[serde(default = "nan")]
+    train_peak_rss_mb: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -134,6 +157,83 @@ fn time_decode(m: &LoadedModel, reps: usize) -> f64 {
     64.0 / t
 }
 
+/// The same batch at every position: the benchmark measures a step, not a data pipeline.
+struct FixedBatch(TokenBatch);
+
+impl BatchSource for FixedBatch {
+    type Batch = TokenBatch;
+    fn batches_per_epoch(&self) -> usize {
+        1
+    }
+    fn batch(&self, _: usize, _: usize) -> TokenBatch {
+        self.0.clone()
+    }
+}
+
+/// (median step seconds, first loss) of `warmup + reps` LoRA training steps.
+fn time_train(
+    m: &LoadedModel,
+    reps: usize,
+    warmup: usize,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let device = m.model.device();
+    let ids = m.tokenizer.encode(BENCH_TEXT)?;
+    let (rows, seq) = (4usize, 128usize);
+    let mut tokens = Vec::with_capacity(rows * seq);
+    for r in 0..rows {
+        tokens.extend((0..seq).map(|j| ids[(r * 16 + j) % ids.len()]));
+    }
+    let targets: Vec<u32> = (0..rows * seq)
+        .map(|i| if i % seq + 1 < seq { tokens[i + 1] } else { 0 })
+        .collect();
+    let host = HostBatch {
+        batch: rows,
+        seq,
+        positions: (0..rows * seq).map(|i| (i % seq) as u32).collect(),
+        key_padding: vec![false; rows * seq],
+        segments: None,
+        target_mask: (0..rows * seq).map(|i| i % seq + 1 < seq).collect(),
+        targets,
+        tokens,
+    };
+    let source = FixedBatch(TokenBatch::from_host(&host, &device));
+    let mut model = m.model.clone();
+    let lora = LoraConfig::default();
+    model.add_adapter("bench", &lora, 0)?;
+    let out = tempfile::tempdir()?;
+    let mut steps = Vec::new();
+    let mut first_loss = f64::NAN;
+    let mut trainer = Trainer {
+        model: &mut model,
+        adapter: "bench".into(),
+        lora,
+        config: TrainConfig {
+            lr: 1e-4,
+            adamw: AdamWConfig {
+                weight_decay: 0.01,
+                ..AdamWConfig::default()
+            },
+            length: Length::Steps(warmup + reps),
+            ..TrainConfig::default()
+        },
+        out: out.path().to_path_buf(),
+        data_id: "bench".into(),
+    };
+    trainer.run(&CrossEntropy, &source, false, &mut |s| {
+        if s.step == 1 {
+            first_loss = s.loss;
+        }
+        if s.step > warmup {
+            steps.push(s.step_s);
+        }
+        eprintln!(
+            "  train step {}: {:.3} s, loss {:.5}",
+            s.step, s.step_s, s.loss
+        );
+    })?;
+    Ok((median(steps), first_loss))
+}
+
 fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::Error>> {
     let device = args.device.parse::<DeviceSpec>()?.device()?;
     let mut loads = Vec::new();
@@ -148,6 +248,25 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
     let m = model.expect("loaded at least once");
     let want = |part: &str| args.only.as_deref().is_none_or(|o| o == part);
     let nan = f64::NAN;
+    // Training first: its peak RSS is then the process's, not inflated by nothing else.
+    let train = if want("train") {
+        let (step_s, loss) = time_train(&m, args.reps, 2)?;
+        Figures {
+            train_step_s: step_s,
+            train_tok_s: 512.0 / step_s,
+            train_loss_first: loss,
+            train_peak_rss_mb: peak_rss_mb(),
+            ..Figures::default()
+        }
+    } else {
+        Figures {
+            train_step_s: nan,
+            train_tok_s: nan,
+            train_loss_first: nan,
+            train_peak_rss_mb: nan,
+            ..Figures::default()
+        }
+    };
     Ok(Figures {
         load_s: median(loads),
         prefill_b1_tok_s: if want("prefill") {
@@ -166,6 +285,7 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
             nan
         },
         peak_rss_mb: peak_rss_mb(),
+        ..train
     })
 }
 
@@ -192,11 +312,37 @@ fn run_torch(args: &Args, path: &Path) -> Result<Figures, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("torch_bench.py output: {e}"))
+    let mut figures: Figures =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("torch_bench.py output: {e}"))?;
+    let train = Command::new(&args.python)
+        .arg("benches/compare/peft_train_bench.py")
+        .arg("--model")
+        .arg(path)
+        .arg("--threads")
+        .arg(args.threads.to_string())
+        .arg("--reps")
+        .arg(args.reps.to_string())
+        .output()
+        .map_err(|e| format!("running {}: {e}", args.python.display()))?;
+    if !train.status.success() {
+        return Err(format!(
+            "peft_train_bench.py failed: {}",
+            String::from_utf8_lossy(&train.stderr)
+        ));
+    }
+    let t: serde_json::Value = serde_json::from_slice(&train.stdout)
+        .map_err(|e| format!("peft_train_bench.py output: {e}"))?;
+    let get = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
+    figures.train_step_s = get("train_step_s");
+    figures.train_tok_s = get("train_tok_s");
+    figures.train_loss_first = get("loss_first");
+    figures.train_peak_rss_mb = get("peak_rss_mb");
+    Ok(figures)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let tuned = engram_model::tune_allocator();
     rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build_global()?;
@@ -213,20 +359,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None
     };
     println!(
-        "model: {}  threads: {}  reps: {} (medians)",
+        "model: {}  threads: {}  reps: {} (medians)  allocator tuning: {}",
         path.display(),
         args.threads,
-        args.reps
+        args.reps,
+        if tuned { "on" } else { "off" }
     );
     println!("| metric | engram | pytorch | engram / pytorch |");
     println!("|---|---:|---:|---:|");
     type Row = (&'static str, fn(&Figures) -> f64);
-    let rows: [Row; 5] = [
+    let rows: [Row; 9] = [
         ("load (s)", |f| f.load_s),
         ("prefill tok/s, 128 tokens, batch 1", |f| f.prefill_b1_tok_s),
         ("prefill tok/s, 128 tokens, batch 4", |f| f.prefill_b4_tok_s),
         ("decode tok/s, 64 tokens, batch 1", |f| f.decode_b1_tok_s),
         ("peak RSS (MB)", |f| f.peak_rss_mb),
+        ("LoRA train step (s), 4x128, r8 all-linear", |f| {
+            f.train_step_s
+        }),
+        ("LoRA train tok/s", |f| f.train_tok_s),
+        ("train loss, first step", |f| f.train_loss_first),
+        ("peak RSS of training (MB)", |f| f.train_peak_rss_mb),
     ];
     for (name, get) in rows {
         let ours_v = get(&ours);

@@ -102,6 +102,34 @@ fn cuda_device(n: usize) -> Result<Device, ModelError> {
     })
 }
 
+/// Tunes the C allocator for tensor workloads; call once at the start of a program (the `engram` binary and
+/// the benchmark do). Returns whether anything was changed.
+///
+/// glibc serves allocations above 128 KiB-32 MiB with `mmap` and gives them back with `munmap` when freed, so
+/// every training step re-faults and re-zeroes the pages of the same large activations it freed in the last
+/// step (page faults and `clear_page` took ~5% of a LoRA step in `perf`). Serving everything from the heap
+/// and raising the trim threshold keeps that memory for reuse (see docs/benchmarks.md for the measurement). Set `ENGRAM_MALLOC_TUNING=0` to leave the allocator alone (to measure it).
+pub fn tune_allocator() -> bool {
+    if std::env::var("ENGRAM_MALLOC_TUNING").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator parameters; it is called before any worker threads exist.
+        // No mmap'd chunks at all (the mmap threshold cannot exceed 32 MiB, and a logits tensor is larger), and
+        // keep up to 1 GiB of freed heap instead of trimming it. mallopt returns 1 on success.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
+                && libc::mallopt(libc::M_TOP_PAD, 64 << 20) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

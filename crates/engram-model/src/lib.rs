@@ -27,7 +27,7 @@ mod load;
 mod projection;
 
 pub use burn::tensor::Device;
-pub use device::DeviceSpec;
+pub use device::{DeviceSpec, tune_allocator};
 pub use error::ModelError;
 pub use export::export_hf_folder;
 pub use generate::{

@@ -42,6 +42,8 @@ pub struct TokenBatch {
     pub target_positions: Tensor<1, Int>,
     /// The target token at each of those positions.
     pub targets: Tensor<1, Int>,
+    /// The same targets on the host (for [`cross_entropy_host`]).
+    pub targets_host: Vec<u32>,
     pub num_targets: usize,
     /// `batch * seq`, including padding.
     pub num_tokens: usize,
@@ -78,6 +80,7 @@ impl TokenBatch {
                     .map(|s| Tensor::from_data(TensorData::new(ints(s), shape), device)),
             },
             target_positions: Tensor::from_data(TensorData::new(positions, [n]), device),
+            targets_host: targets.iter().map(|&t| t as u32).collect(),
             targets: Tensor::from_data(TensorData::new(targets, [n]), device),
             num_targets: n,
             num_tokens: h.batch * h.seq,
@@ -121,8 +124,13 @@ impl Objective for CrossEntropy {
             .reshape([b * s, h])
             .select(0, batch.target_positions.clone());
         let logits = model.project_logits(picked);
+        let loss = if host_softmax_enabled(&logits.device()) {
+            cross_entropy_host(logits, &batch.targets_host)
+        } else {
+            cross_entropy(logits, batch.targets.clone())
+        };
         LossOutput {
-            loss: cross_entropy(logits, batch.targets.clone()),
+            loss,
             tokens: batch.num_targets,
         }
     }
@@ -136,6 +144,68 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
     let picked = logits.gather(1, targets.reshape([n, 1]));
     (lse - picked).mean()
+}
+
+/// Whether [`CrossEntropy`] computes the softmax on the host: on the `flex` CPU backend, where Burn's
+/// element-wise kernels run on one thread and the `[targets, vocab]` softmax and its backward pass are ~10
+/// passes over ~100 MB. `ENGRAM_HOST_SOFTMAX=0` turns it off (to measure it in the benchmark).
+pub fn host_softmax_enabled(device: &Device) -> bool {
+    device.clone().inner() == Device::flex()
+        && !std::env::var("ENGRAM_HOST_SOFTMAX").is_ok_and(|v| v == "0")
+}
+
+/// [`cross_entropy`] with the softmax done in one parallel pass on the host (rayon).
+///
+/// The gradient of the mean cross-entropy with respect to the logits is `(softmax − onehot) / n`. That matrix is
+/// computed on the host and enters the graph as the constant in `sum(logits · coef)`, whose gradient is exactly
+/// `coef`; the returned value is the true loss (`surrogate − detach(surrogate) + loss`), so callers see no
+/// difference except speed.
+pub fn cross_entropy_host(logits: Tensor<2>, targets: &[u32]) -> Tensor<1> {
+    use rayon::prelude::*;
+    let [n, v] = logits.dims();
+    assert_eq!(n, targets.len(), "one target per row");
+    if n == 0 {
+        // Nothing to predict: a zero that still belongs to the graph.
+        return logits.sum().mul_scalar(0.0);
+    }
+    let device = logits.device();
+    let mut values = logits
+        .clone()
+        .inner()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 logits");
+    let inv_n = 1.0 / n as f64;
+    // In place: each row of logits becomes its row of `coef`; the row's loss is returned.
+    let losses: Vec<f64> = values
+        .par_chunks_mut(v)
+        .zip(targets.par_iter())
+        .map(|(row, &t)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f64;
+            for x in row.iter_mut() {
+                let e = (*x - max).exp();
+                *x = e;
+                sum += e as f64;
+            }
+            let t = t as usize;
+            let picked = row.get(t).copied().unwrap_or(0.0) as f64;
+            let scale = (inv_n / sum) as f32;
+            for x in row.iter_mut() {
+                *x *= scale;
+            }
+            if let Some(x) = row.get_mut(t) {
+                *x -= inv_n as f32;
+            }
+            // -log softmax[t] = log(sum) - log(e_t) with e_t = exp(l_t - max).
+            sum.ln() - picked.max(f64::MIN_POSITIVE).ln()
+        })
+        .collect();
+    let loss = losses.iter().sum::<f64>() * inv_n;
+    let coef = Tensor::<2>::from_data(TensorData::new(values, [n, v]), &device.inner());
+    let surrogate = (logits * coef).sum();
+    (surrogate.clone() - surrogate.detach()).add_scalar(loss)
 }
 
 #[cfg(test)]
@@ -160,5 +230,44 @@ mod tests {
             .sum::<f64>()
             / 2.0;
         assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
+    /// The host softmax gives the same loss and the same gradient as the tensor-op version.
+    #[test]
+    fn host_cross_entropy_matches_values_and_gradients() {
+        let ad = Device::flex().autodiff();
+        let (n, v) = (7, 50);
+        let data: Vec<f32> = (0..n * v)
+            .map(|i| ((i * 7919 % 1000) as f32 / 100.0) - 5.0)
+            .collect();
+        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 13) % v as u32).collect();
+        let run = |host: bool| {
+            let x =
+                Tensor::<2>::from_data(TensorData::new(data.clone(), [n, v]), &ad).require_grad();
+            let loss = if host {
+                cross_entropy_host(x.clone(), &targets)
+            } else {
+                let t: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
+                cross_entropy(x.clone(), Tensor::from_data(TensorData::new(t, [n]), &ad))
+            };
+            let value: f32 = loss.clone().inner().into_scalar();
+            let grads = loss.backward();
+            let g = x
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            (value, g)
+        };
+        let (a, ga) = run(false);
+        let (b, gb) = run(true);
+        assert!((a - b).abs() < 1e-5 * a.abs(), "{a} vs {b}");
+        let max = ga
+            .iter()
+            .zip(&gb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(max < 1e-6, "gradients differ by {max}");
     }
 }

@@ -235,6 +235,9 @@ impl Trainer<'_> {
                     let micro = step * self.config.grad_accum + k;
                     let batch = data.batch(micro / bpe, micro % bpe);
                     let out = objective.loss(self.model, &batch);
+                    if out.tokens == 0 {
+                        continue;
+                    }
                     let loss: f32 = out.loss.clone().inner().into_scalar();
                     if !loss.is_finite() {
                         return Err(self.non_finite(
@@ -244,9 +247,6 @@ impl Trainer<'_> {
                             loss as f64,
                             last_good,
                         ));
-                    }
-                    if out.tokens == 0 {
-                        continue;
                     }
                     let grads = out.loss.mul_scalar(out.tokens as f64).backward();
                     let mut i = 0;
