@@ -104,9 +104,10 @@ impl Projection {
             } else {
                 x.clone()
             };
-            // (x·A)·B, never A·B: the rank-r intermediate is what makes LoRA cheap.
-            let low = linear(linear(input, a, None), adapter.b.val(), None);
-            y = y + low.mul_scalar(adapter.scale);
+            // (x·A)·B, never A·B: the rank-r intermediate is what makes LoRA cheap. The scale is applied to that
+            // intermediate too (r columns instead of `out`), in the forward and the backward pass.
+            let low = linear(input, a, None).mul_scalar(adapter.scale);
+            y = y + linear(low, adapter.b.val(), None);
         }
         y
     }
