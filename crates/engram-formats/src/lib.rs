@@ -16,9 +16,11 @@ mod error;
 pub mod gguf;
 pub mod hf;
 pub mod reference;
+mod staging;
 pub mod testing;
 mod weights;
 
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
 pub use error::FormatError;
+pub use staging::staged_file;
 pub use weights::{LAYER_LINEARS, TensorF32, WeightSource};

@@ -72,6 +72,9 @@ pub trait Adapters {
     ) -> Result<(), LoraError>;
     /// The configuration-independent facts of adapter `name`: rank, scale, dropout, module names.
     fn adapter_summary(&self, name: &str) -> Result<AdapterSummary, LoraError>;
+    /// Seeds the dropout masks of adapter `name` for the next forward pass (each layer gets its own stream
+    /// derived from `seed`); `None` returns to Burn's device RNG.
+    fn set_dropout_seed(&mut self, name: &str, seed: Option<u64>) -> Result<(), LoraError>;
 }
 
 /// What is attached under one adapter name.
@@ -301,6 +304,17 @@ impl Adapters for Llama {
         }
         summary.ok_or_else(|| LoraError::NoSuchAdapter(name.into()))
     }
+
+    fn set_dropout_seed(&mut self, name: &str, seed: Option<u64>) -> Result<(), LoraError> {
+        self.require(name)?;
+        for (i, (_, proj)) in self.projections_mut().into_iter().enumerate() {
+            if let Some(a) = proj.adapter_mut(name) {
+                a.dropout_seed =
+                    seed.map(|s| s ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            }
+        }
+        Ok(())
+    }
 }
 
 trait Require {
@@ -330,6 +344,7 @@ pub(crate) fn low_rank(name: &str, config: &LoraConfig, a: Tensor<2>, b: Tensor<
         scale: config.scale(),
         dropout: config.lora_dropout,
         state: AdapterState::Active,
+        dropout_seed: None,
     }
 }
 

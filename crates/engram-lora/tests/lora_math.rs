@@ -209,6 +209,7 @@ fn layer(d_in: usize, d_out: usize, rank: usize, scale: f64, seed: u64) -> Proje
         scale,
         dropout: 0.0,
         state: AdapterState::Active,
+        dropout_seed: None,
     });
     p
 }

@@ -50,7 +50,7 @@ fn write_tokenizer_config(tokenizer: &Tokenizer, dir: &Path) -> Result<(), Model
         path: path.clone(),
         reason: format!("cannot write: {e}"),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    let mut tmp = engram_formats::staged_file(dir).map_err(fail)?;
     serde_json::to_writer_pretty(&mut tmp, &config).map_err(|e| fail(e.into()))?;
     tmp.persist(&path).map_err(|e| fail(e.error))?;
     Ok(())

@@ -36,6 +36,11 @@ pub struct LowRank {
     pub dropout: f64,
     #[module(skip)]
     pub state: AdapterState,
+    /// Seed of this adapter's dropout masks for the next forward pass (set per micro-batch by the trainer, so
+    /// masks depend on nothing but the run's seed and position: resumable and independent of other threads).
+    /// `None`: Burn's device RNG.
+    #[module(skip)]
+    pub dropout_seed: Option<u64>,
 }
 
 impl LowRank {
@@ -100,7 +105,7 @@ impl Projection {
         {
             let a = adapter.a.val();
             let input = if adapter.dropout > 0.0 && a.is_require_grad() {
-                dropout(x.clone(), adapter.dropout)
+                dropout(x.clone(), adapter.dropout, adapter.dropout_seed)
             } else {
                 x.clone()
             };
@@ -144,12 +149,42 @@ impl Projection {
     }
 }
 
-/// Inverted dropout: zeroes each element with probability `p` and scales the rest by `1/(1-p)`.
-fn dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
-    let keep = Tensor::<D>::random(
-        x.shape(),
-        Distribution::Bernoulli(1.0 - p),
-        &x.device().inner(),
-    );
-    x * keep.mul_scalar(1.0 / (1.0 - p))
+/// Inverted dropout: zeroes each element with probability `p` and scales the rest by `1/(1-p)`. With a seed the
+/// mask is drawn on the host from splitmix64 streams (one per 4096 elements, in parallel), a pure function of
+/// the seed.
+fn dropout<const D: usize>(x: Tensor<D>, p: f64, seed: Option<u64>) -> Tensor<D> {
+    let device = x.device().inner();
+    let Some(seed) = seed else {
+        let keep = Tensor::<D>::random(x.shape(), Distribution::Bernoulli(1.0 - p), &device);
+        return x * keep.mul_scalar(1.0 / (1.0 - p));
+    };
+    use rayon::prelude::*;
+    const CHUNK: usize = 4096;
+    let shape = x.shape();
+    let n = shape.num_elements();
+    let scale = (1.0 / (1.0 - p)) as f32;
+    // Keep when the top 24 bits, as a fraction, fall below 1 - p.
+    let threshold = ((1.0 - p) * (1u64 << 24) as f64) as u64;
+    let mut mask = vec![0f32; n];
+    mask.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut state = splitmix(seed ^ (c as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+            for m in chunk {
+                state = splitmix(state);
+                *m = if (state >> 40) < threshold {
+                    scale
+                } else {
+                    0.0
+                };
+            }
+        });
+    x * Tensor::<D>::from_data(burn::tensor::TensorData::new(mask, shape), &device)
+}
+
+fn splitmix(z: u64) -> u64 {
+    let mut z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -219,20 +219,30 @@ impl Trainer<'_> {
             .create(true)
             .open(dirs.metrics())
             .map_err(|e| TrainError::from((dirs.metrics(), e)))?;
-        let device = self.model.device();
         set_trainable(self.model, &self.adapter, true)?;
         let mut last_good = start;
         let mut final_loss = None;
         let result = (|| -> Result<(), TrainError> {
             for step in start..total {
                 let t0 = Instant::now();
-                // Dropout masks depend only on (seed, step): a resumed run draws the same ones.
-                device.seed(mix(self.config.seed, step as u64));
                 let mut acc: Vec<Option<Tensor<2>>> = Vec::new();
                 let mut tokens = 0usize;
                 let mut loss_sum = 0f64;
                 for k in 0..self.config.grad_accum {
                     let micro = step * self.config.grad_accum + k;
+                    // With --epochs, the last step stops at the end of the data rather than spilling into
+                    // the next epoch when grad_accum does not divide the batches.
+                    if let Length::Epochs(e) = self.config.length
+                        && micro >= e * bpe
+                    {
+                        break;
+                    }
+                    // Dropout masks depend only on (seed, micro-batch): a resumed run draws the same ones,
+                    // whatever else runs in the process.
+                    self.model.set_dropout_seed(
+                        &self.adapter,
+                        Some(mix(self.config.seed, micro as u64)),
+                    )?;
                     let batch = data.batch(micro / bpe, micro % bpe);
                     let out = objective.loss(self.model, &batch);
                     if out.tokens == 0 {
@@ -329,6 +339,7 @@ impl Trainer<'_> {
             Ok(())
         })();
         set_trainable(self.model, &self.adapter, false)?;
+        self.model.set_dropout_seed(&self.adapter, None)?;
         result?;
         metrics_file
             .sync_all()

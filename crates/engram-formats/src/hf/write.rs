@@ -93,11 +93,7 @@ fn json_text(path: &Path, value: &Value) -> Result<String, FormatError> {
 
 /// A text file written and synced under a temporary name in the target folder.
 fn stage_text(dir: &Path, path: &Path, text: &str) -> Result<NamedTempFile, FormatError> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".engram-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| FormatError::io(dir, e))?;
+    let mut tmp = crate::staged_file(dir).map_err(|e| FormatError::io(dir, e))?;
     tmp.write_all(text.as_bytes())
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| FormatError::io(path, e))?;
