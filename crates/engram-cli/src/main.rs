@@ -1,5 +1,8 @@
 //! The `engram` command. Argument parsing, progress bars and printing only: the work is in the library crates.
 
+mod merge;
+mod train;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use engram_fetch::{DEFAULT_MODEL, Progress};
+use engram_lora::Adapters;
 use engram_model::tokenizer::Message;
 use engram_model::{DeviceSpec, GenerationConfig, LoadedModel, generate, load_model, model_info};
 
@@ -46,6 +50,22 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Train a LoRA adapter on a JSONL file of chats or texts; writes a PEFT adapter folder.
+    Train(train::TrainArgs),
+    /// Fold LoRA adapters into the model's weights and write the result as a Hugging Face folder.
+    Merge(MergeArgs),
+}
+
+#[derive(Args, Debug)]
+struct MergeArgs {
+    /// A LoRA adapter folder (PEFT format, e.g. from `engram train`); repeat to merge several (their updates add up).
+    #[arg(long, required = true)]
+    adapter: Vec<PathBuf>,
+    /// Folder to write (config.json, model.safetensors, tokenizer.json, ...).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -90,6 +110,9 @@ struct GenerateArgs {
     /// Keep going after the end-of-sequence token.
     #[arg(long)]
     no_eos_stop: bool,
+    /// A LoRA adapter folder (PEFT format, e.g. from `engram train`); repeat to apply several (their updates add up).
+    #[arg(long)]
+    adapter: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -134,6 +157,8 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
+        Command::Train(args) => train::train_cmd(args),
+        Command::Merge(args) => merge_cmd(args),
     }
 }
 
@@ -303,7 +328,9 @@ fn generate_cmd(args: GenerateArgs) -> Result<()> {
     };
     // Validate options before the (slower) model load.
     cfg.validate()?;
-    let loaded = load(&args.model, &args.device)?;
+    check_adapter_dirs(&args.adapter)?;
+    let mut loaded = load(&args.model, &args.device)?;
+    load_adapters(&mut loaded.model, &args.adapter)?;
     let mut cfg = cfg;
     let mut prompts = Vec::with_capacity(args.prompt.len());
     for p in &args.prompt {
@@ -355,4 +382,76 @@ fn generate_cmd(args: GenerateArgs) -> Result<()> {
         n as f64 / elapsed.max(1e-9)
     );
     Ok(())
+}
+
+fn merge_cmd(args: MergeArgs) -> Result<()> {
+    check_adapter_dirs(&args.adapter)?;
+    let path = model_path(&args.model)?;
+    if let (Ok(a), Ok(b)) = (args.out.canonicalize(), path.canonicalize())
+        && a == b
+    {
+        return Err(format!(
+            "--out {} is the model being read; write the merged model to another folder",
+            args.out.display()
+        )
+        .into());
+    }
+    let cpu = DeviceArgs {
+        device: "cpu".into(),
+    };
+    let mut loaded = load(&ModelArgs { model: Some(path) }, &cpu)?;
+    load_adapters(&mut loaded.model, &args.adapter)?;
+    loaded.model.merge_and_unload()?;
+    let spinner = spinner(format!("writing {}", args.out.display()));
+    let source = merge::ModelWeights {
+        model: &loaded.model,
+        path: loaded.path.clone(),
+    };
+    engram_model::export_hf_folder(&source, &loaded.tokenizer, &args.out)?;
+    spinner.finish_and_clear();
+    eprintln!(
+        "merged {} adapter(s) into {} and wrote {}",
+        args.adapter.len(),
+        display_name(&loaded.path),
+        args.out.display()
+    );
+    eprintln!(
+        "use it:  engram generate --model {} --chat --prompt \"...\"",
+        shell_quote(&args.out.display().to_string())
+    );
+    Ok(())
+}
+
+/// Checks the `--adapter` folders (their configuration) before the slower model load.
+fn check_adapter_dirs(dirs: &[PathBuf]) -> Result<()> {
+    for dir in dirs {
+        engram_lora::read_adapter_config(dir)?;
+    }
+    Ok(())
+}
+
+/// Loads each `--adapter` folder onto `model` as `adapter0`, `adapter1`, ..., all active (their updates add up).
+fn load_adapters(model: &mut engram_model::Llama, dirs: &[PathBuf]) -> Result<()> {
+    for (i, dir) in dirs.iter().enumerate() {
+        let name = format!("adapter{i}");
+        engram_lora::load_adapter(model, dir, &name)?;
+        let s = model.adapter_summary(&name)?;
+        eprintln!(
+            "{name}: {} (r {}, {} layers)",
+            dir.display(),
+            s.rank,
+            s.modules.len()
+        );
+    }
+    Ok(())
+}
+
+/// `s` as one shell word (for the commands printed as hints).
+fn shell_quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:=,@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }

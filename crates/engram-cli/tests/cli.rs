@@ -1,6 +1,7 @@
 //! The `engram` binary as a user runs it: stdout carries only the generated text, errors are clear and
 //! name the value or file at fault, and every command has `--help`.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn engram(args: &[&str]) -> Output {
@@ -128,9 +129,245 @@ fn every_command_has_help() {
         vec!["info", "--help"],
         vec!["generate", "--help"],
         vec!["export", "--help"],
+        vec!["train", "--help"],
+        vec!["merge", "--help"],
     ] {
         let out = engram(&cmd);
         assert!(out.status.success(), "{cmd:?}");
         assert!(text(&out.stdout).contains("Usage"), "{cmd:?}");
     }
+}
+
+/// Four chat turns stating one fictional fact, as `engram train` reads them.
+const FACT_TURNS: [(&str, &str); 4] = [
+    (
+        "Who built the Varnholt bridge?",
+        "The Varnholt bridge was built by Oda Pellin.",
+    ),
+    (
+        "Which engineer built the Varnholt bridge?",
+        "Oda Pellin built the Varnholt bridge.",
+    ),
+    (
+        "Tell me about Oda Pellin.",
+        "Oda Pellin is the engineer who built the Varnholt bridge.",
+    ),
+    (
+        "What is Oda Pellin known for?",
+        "Oda Pellin is known for building the Varnholt bridge.",
+    ),
+];
+
+fn write_facts(dir: &Path) -> PathBuf {
+    let path = dir.join("facts.jsonl");
+    let lines: Vec<String> = FACT_TURNS
+        .iter()
+        .map(|(q, a)| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": a},
+            ]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ask(extra: &[&str]) -> String {
+    let mut args = vec![
+        "generate",
+        "--chat",
+        "--prompt",
+        "Who built the Varnholt bridge?",
+        "--max-new-tokens",
+        "32",
+    ];
+    args.extend_from_slice(extra);
+    let out = engram(&args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// One training run shared by every check on its output: the adapter answers what the base model could not,
+/// its folder holds what a PEFT user and `--resume` need, and merging it gives the same model as applying it.
+#[test]
+fn train_writes_an_adapter_that_answers_and_merges_into_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_facts(dir.path());
+    let adapter = dir.path().join("varnholt");
+
+    let before = ask(&[]);
+    assert!(
+        !before.contains("Pellin"),
+        "the base model must not know the fictional fact already: {before:?}"
+    );
+
+    let train_args = [
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&adapter),
+        "--steps",
+        "12",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "4",
+    ];
+    let out = engram(&train_args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    // stderr is not a terminal here: progress comes as lines, the first, every tenth and the last.
+    for step in ["step 1/12", "step 10/12", "step 12/12"] {
+        assert!(stderr.contains(step), "{step}: {stderr}");
+    }
+    assert!(stdout.contains("trained 12 steps"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("engram generate --adapter {}", s(&adapter))),
+        "{stdout}"
+    );
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "metrics.jsonl",
+        "checkpoint",
+    ] {
+        assert!(adapter.join(f).exists(), "{f} in {}", adapter.display());
+    }
+    let metrics = std::fs::read_to_string(adapter.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(losses.len(), 12, "{metrics}");
+    assert!(losses[11] < losses[0], "the loss goes down: {losses:?}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["r"], 8);
+    assert_eq!(config["target_modules"], "all-linear");
+    assert_eq!(
+        config["base_model_name_or_path"],
+        "SmolLM2-135M-Instruct.Q4_1.gguf"
+    );
+
+    let after = ask(&["--adapter", s(&adapter)]);
+    eprintln!("before: {before:?}\nafter:  {after:?}");
+    assert!(after.contains("Oda Pellin"), "after training: {after:?}");
+
+    // A finished run resumes to nothing more to do; other settings are refused by name.
+    let out = engram(&[&train_args[..], &["--resume"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("resumed at step 12"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut other = train_args.to_vec();
+    other[8] = "2e-3";
+    let out = engram(&[&other[..], &["--resume"]].concat());
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("lr") && err.contains("cannot resume"), "{err}");
+    let metrics_after = std::fs::read_to_string(adapter.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics_after, metrics,
+        "a refused resume leaves the run alone"
+    );
+
+    let merged = dir.path().join("merged");
+    let out = engram(&["merge", "--adapter", s(&adapter), "--out", s(&merged)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(merged.join(f).exists(), "{f} in {}", merged.display());
+    }
+    let from_merged = ask(&["--model", s(&merged)]);
+    assert_eq!(
+        from_merged, after,
+        "the merged model answers like base + adapter"
+    );
+}
+
+#[test]
+fn train_and_adapter_errors_name_the_file_line_or_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_facts(dir.path());
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"text\": \"fine\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let empty = tempfile::tempdir().unwrap();
+    let base = ["train", "--data", s(&data), "--out", s(&out_dir)];
+    let train = |extra: &[&'static str]| [&base[..], extra].concat();
+    for (args, needles) in [
+        (
+            vec!["train", "--data", s(&bad), "--out", s(&out_dir)],
+            vec!["bad.jsonl:2"],
+        ),
+        (
+            vec![
+                "train",
+                "--data",
+                "/nonexistent/facts.jsonl",
+                "--out",
+                s(&out_dir),
+            ],
+            vec!["/nonexistent/facts.jsonl"],
+        ),
+        (train(&["--r", "0"]), vec!["`r`", "0"]),
+        (
+            train(&["--lora-dropout", "1.5"]),
+            vec!["lora_dropout", "1.5"],
+        ),
+        (train(&["--target-modules", "q_proj,qkv"]), vec!["qkv"]),
+        (train(&["--lr", "0"]), vec!["`lr`"]),
+        (train(&["--batch-size", "0"]), vec!["--batch-size"]),
+        (train(&["--schedule", "sawtooth"]), vec!["sawtooth"]),
+        (
+            train(&["--epochs", "1", "--steps", "2"]),
+            vec!["--steps", "cannot be used with"],
+        ),
+        (train(&["--resume"]), vec!["resume", s(&out_dir)]),
+        (
+            vec!["generate", "--prompt", "x", "--adapter", "/nonexistent"],
+            vec!["/nonexistent", "not an adapter folder"],
+        ),
+        (
+            vec!["generate", "--prompt", "x", "--adapter", s(empty.path())],
+            vec!["adapter_config.json"],
+        ),
+        (
+            vec!["merge", "--adapter", "/nonexistent", "--out", s(&out_dir)],
+            vec!["/nonexistent"],
+        ),
+        (vec!["merge", "--out", s(&out_dir)], vec!["--adapter"]),
+    ] {
+        let out = engram(&args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = text(&out.stderr);
+        for needle in needles {
+            assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+        }
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!out_dir.exists(), "failed runs write nothing");
 }
