@@ -16,7 +16,6 @@ import gc
 import hashlib
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -38,6 +37,7 @@ from torch_bench import (  # noqa: E402
     read_prompt,
     resolve_model,
     stdout_to_stderr,
+    common_parser,
     vm_status_mb,
 )
 
@@ -75,19 +75,15 @@ DEFINITIONS = {
     "loss_first_last": "loss_first = loss of the first step (warm-up included), computed at the initial weights "
     "(B = 0, so it is the base model's loss whatever the A init); loss_last = loss of the last step's forward "
     "(before its update)",
-    "peak_rss_mb": "resource.getrusage(RUSAGE_SELF).ru_maxrss / 1024 (kB -> MiB, = VmHWM) at the end of the run; "
+    "peak_rss_mb": "VmHWM of /proc/self/status in MiB at the end of the run (not ru_maxrss, which Linux inherits from the parent across fork+exec); "
     "covers one model load and all steps",
 }
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, type=Path, help="GGUF file (or a Hugging Face model folder)")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads(N) (default 2)")
+    p = common_parser(__doc__)
     p.add_argument("--reps", type=int, default=5, help="timed optimizer steps, median reported (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps first (default 2)")
-    p.add_argument("--prompt-file", type=Path, default=HERE / "prompt.txt", help="benchmark text")
-    p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON object to this file")
     a = p.parse_args()
     if a.threads < 1 or a.reps < 1 or a.warmup < 0:
         p.error("--threads and --reps must be >= 1, --warmup >= 0")
@@ -193,7 +189,9 @@ def main() -> int:
         grad_norms.append(gn)
         log(f"timed step {i + 1}/{args.reps}: {w:.2f} s wall, {c:.2f} s CPU, loss {loss:.6f}, grad norm {gn:.4f}")
 
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # VmHWM, not ru_maxrss: Linux carries the parent's maxrss across fork+exec, so a child of a big process
+    # (engram-bench after its training step) would report the parent's peak.
+    peak_rss_mb = vm_status_mb("VmHWM")
     step_s = statistics.median(wall)
     tokens = BATCH * SEQ
     if not losses[-1] < losses[0]:

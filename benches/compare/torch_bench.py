@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -40,7 +39,7 @@ DEFINITIONS = {
     "decode_b1_tok_s": "64 / median seconds of 64 single-token forwards with the KV cache (DynamicCache), "
     "batch 1, after an untimed prefill of the first 16 ids of prompt.txt; each step feeds the argmax of "
     "the previous step's last logits (the first from the prefill), no EOS stop; manual loop, not generate()",
-    "peak_rss_mb": "resource.getrusage(RUSAGE_SELF).ru_maxrss / 1024 (kB -> MiB, = VmHWM) at the end of the run",
+    "peak_rss_mb": "VmHWM of /proc/self/status in MiB at the end of the run (not ru_maxrss, which Linux inherits from the parent across fork+exec)",
 }
 
 
@@ -53,15 +52,21 @@ def die(msg: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_parser(description: str) -> argparse.ArgumentParser:
+    """The options both comparison scripts take: --model, --threads, --prompt-file, --json."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, type=Path, help="GGUF file (or a Hugging Face model folder)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads(N) (default 2)")
+    p.add_argument("--prompt-file", type=Path, default=HERE / "prompt.txt", help="benchmark text")
+    p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON object to this file")
+    return p
+
+
+def parse_args() -> argparse.Namespace:
+    p = common_parser(__doc__)
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement, median reported")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before each measurement (default 1)")
     p.add_argument("--load-reps", type=int, default=3, help="model loads timed, median reported (default 3)")
-    p.add_argument("--prompt-file", type=Path, default=HERE / "prompt.txt", help="benchmark text")
-    p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON object to this file")
     a = p.parse_args()
     if a.threads < 1 or a.reps < 1 or a.warmup < 0 or a.load_reps < 1:
         p.error("--threads, --reps and --load-reps must be >= 1, --warmup >= 0")
@@ -311,7 +316,9 @@ def main() -> int:
         if any(r != decode_runs[0] for r in decode_runs):
             log("warning: greedy decode was not deterministic across repetitions")
 
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # VmHWM, not ru_maxrss: Linux carries the parent's maxrss across fork+exec, so a child of a big process
+    # (engram-bench after its training step) would report the parent's peak.
+    peak_rss_mb = vm_status_mb("VmHWM")
 
     report = {
         "load_s": statistics.median(loads),

@@ -12,6 +12,8 @@
 //!   weight decay 0.01, clip 1.0, f32) on a `[4, 128]` batch of the prompt's ids (row r = ids[(r*16 + j) %
 //!   len]), next-token cross-entropy over all 4 x 127 targets, through `engram_train::Trainer`; tokens/s =
 //!   512 / that. The PyTorch + PEFT side is `benches/compare/peft_train_bench.py`.
+//!   Also measured: the same step as two micro-batches of 2 rows run on two threads
+//!   (`TrainConfig::parallel_micro_batches`; same result bit for bit).
 //! - peak RSS: the process's high-water resident set (`VmHWM`).
 
 use std::path::{Path, PathBuf};
@@ -76,6 +78,9 @@ struct Figures {
     peak_rss_mb: f64,
     #[serde(default = "nan")]
     train_step_s: f64,
+    /// The same step as two micro-batches of 2 rows on parallel threads (engram only).
+    #[serde(default = "nan")]
+    train_split_step_s: f64,
     #[serde(default = "nan")]
     train_tok_s: f64,
     /// The first step's loss (B = 0, so the base model's): both sides must agree.
@@ -157,24 +162,42 @@ fn time_decode(m: &LoadedModel, reps: usize) -> f64 {
     64.0 / t
 }
 
-/// The same batch at every position: the benchmark measures a step, not a data pipeline.
-struct FixedBatch(TokenBatch);
+/// The same batches at every step (the benchmark measures a step, not a data pipeline): the whole `[4, 128]`
+/// batch, or its two halves as micro-batches.
+struct FixedBatches(Vec<TokenBatch>);
 
-impl BatchSource for FixedBatch {
+impl BatchSource for FixedBatches {
     type Batch = TokenBatch;
     fn batches_per_epoch(&self) -> usize {
-        1
+        self.0.len()
     }
-    fn batch(&self, _: usize, _: usize) -> TokenBatch {
-        self.0.clone()
+    fn batch(&self, _: usize, index: usize) -> TokenBatch {
+        self.0[index].clone()
     }
 }
 
-/// (median step seconds, first loss) of `warmup + reps` LoRA training steps.
+/// Rows `rows` of a host batch.
+fn host_rows(h: &HostBatch, rows: std::ops::Range<usize>) -> HostBatch {
+    let r = rows.start * h.seq..rows.end * h.seq;
+    HostBatch {
+        batch: rows.len(),
+        seq: h.seq,
+        tokens: h.tokens[r.clone()].to_vec(),
+        positions: h.positions[r.clone()].to_vec(),
+        key_padding: h.key_padding[r.clone()].to_vec(),
+        segments: None,
+        targets: h.targets[r.clone()].to_vec(),
+        target_mask: h.target_mask[r].to_vec(),
+    }
+}
+
+/// (median step seconds, first loss) of `warmup + reps` LoRA training steps; with `split`, each step is the
+/// same 4 rows as two micro-batches of 2 on two threads (`parallel_micro_batches`).
 fn time_train(
     m: &LoadedModel,
     reps: usize,
     warmup: usize,
+    split: bool,
 ) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let device = m.model.device();
     let ids = m.tokenizer.encode(BENCH_TEXT)?;
@@ -196,7 +219,14 @@ fn time_train(
         targets,
         tokens,
     };
-    let source = FixedBatch(TokenBatch::from_host(&host, &device));
+    let source = if split {
+        FixedBatches(vec![
+            TokenBatch::from_host(&host_rows(&host, 0..2), &device),
+            TokenBatch::from_host(&host_rows(&host, 2..4), &device),
+        ])
+    } else {
+        FixedBatches(vec![TokenBatch::from_host(&host, &device)])
+    };
     let mut model = m.model.clone();
     let lora = LoraConfig::default();
     model.add_adapter("bench", &lora, 0)?;
@@ -214,6 +244,8 @@ fn time_train(
                 ..AdamWConfig::default()
             },
             length: Length::Steps(warmup + reps),
+            grad_accum: if split { 2 } else { 1 },
+            parallel_micro_batches: if split { 2 } else { 1 },
             ..TrainConfig::default()
         },
         out: out.path().to_path_buf(),
@@ -250,9 +282,11 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
     let nan = f64::NAN;
     // Training first: its peak RSS is then the process's, not inflated by nothing else.
     let train = if want("train") {
-        let (step_s, loss) = time_train(&m, args.reps, 2)?;
+        let (step_s, loss) = time_train(&m, args.reps, 2, false)?;
+        let (split_s, _) = time_train(&m, args.reps, 2, true)?;
         Figures {
             train_step_s: step_s,
+            train_split_step_s: split_s,
             train_tok_s: 512.0 / step_s,
             train_loss_first: loss,
             train_peak_rss_mb: peak_rss_mb(),
@@ -261,6 +295,7 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
     } else {
         Figures {
             train_step_s: nan,
+            train_split_step_s: nan,
             train_tok_s: nan,
             train_loss_first: nan,
             train_peak_rss_mb: nan,
@@ -289,15 +324,10 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
     })
 }
 
-fn run_torch(args: &Args, path: &Path) -> Result<Figures, String> {
-    if !args.python.exists() {
-        return Err(format!(
-            "{} not found: run `bash benches/compare/setup.sh` first",
-            args.python.display()
-        ));
-    }
+/// Runs `benches/compare/SCRIPT` with the model, threads and reps; its stdout (one JSON object).
+fn run_script(args: &Args, path: &Path, script: &str) -> Result<Vec<u8>, String> {
     let out = Command::new(&args.python)
-        .arg("benches/compare/torch_bench.py")
+        .arg(Path::new("benches/compare").join(script))
         .arg("--model")
         .arg(path)
         .arg("--threads")
@@ -308,30 +338,25 @@ fn run_torch(args: &Args, path: &Path) -> Result<Figures, String> {
         .map_err(|e| format!("running {}: {e}", args.python.display()))?;
     if !out.status.success() {
         return Err(format!(
-            "torch_bench.py failed: {}",
+            "{script} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let mut figures: Figures =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("torch_bench.py output: {e}"))?;
-    let train = Command::new(&args.python)
-        .arg("benches/compare/peft_train_bench.py")
-        .arg("--model")
-        .arg(path)
-        .arg("--threads")
-        .arg(args.threads.to_string())
-        .arg("--reps")
-        .arg(args.reps.to_string())
-        .output()
-        .map_err(|e| format!("running {}: {e}", args.python.display()))?;
-    if !train.status.success() {
+    Ok(out.stdout)
+}
+
+fn run_torch(args: &Args, path: &Path) -> Result<Figures, String> {
+    if !args.python.exists() {
         return Err(format!(
-            "peft_train_bench.py failed: {}",
-            String::from_utf8_lossy(&train.stderr)
+            "{} not found: run `bash benches/compare/setup.sh` first",
+            args.python.display()
         ));
     }
-    let t: serde_json::Value = serde_json::from_slice(&train.stdout)
-        .map_err(|e| format!("peft_train_bench.py output: {e}"))?;
+    let mut figures: Figures = serde_json::from_slice(&run_script(args, path, "torch_bench.py")?)
+        .map_err(|e| format!("torch_bench.py output: {e}"))?;
+    let t: serde_json::Value =
+        serde_json::from_slice(&run_script(args, path, "peft_train_bench.py")?)
+            .map_err(|e| format!("peft_train_bench.py output: {e}"))?;
     let get = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
     figures.train_step_s = get("train_step_s");
     figures.train_tok_s = get("train_tok_s");
@@ -368,7 +393,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| metric | engram | pytorch | engram / pytorch |");
     println!("|---|---:|---:|---:|");
     type Row = (&'static str, fn(&Figures) -> f64);
-    let rows: [Row; 9] = [
+    let rows: [Row; 10] = [
         ("load (s)", |f| f.load_s),
         ("prefill tok/s, 128 tokens, batch 1", |f| f.prefill_b1_tok_s),
         ("prefill tok/s, 128 tokens, batch 4", |f| f.prefill_b4_tok_s),
@@ -376,6 +401,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("peak RSS (MB)", |f| f.peak_rss_mb),
         ("LoRA train step (s), 4x128, r8 all-linear", |f| {
             f.train_step_s
+        }),
+        ("LoRA train step (s), as 2x2 rows on 2 threads", |f| {
+            f.train_split_step_s
         }),
         ("LoRA train tok/s", |f| f.train_tok_s),
         ("train loss, first step", |f| f.train_loss_first),

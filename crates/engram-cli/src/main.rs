@@ -127,6 +127,8 @@ struct DeviceArgs {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: keeps freed activations for reuse between steps (see docs/benchmarks.md).
+    engram_model::tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,9 +15,10 @@ pub struct LossOutput {
     pub tokens: usize,
 }
 
-/// A training loss over batches of type `Batch`.
-pub trait Objective {
-    type Batch;
+/// A training loss over batches of type `Batch`. `Sync` and `Send` batches: the trainer may evaluate several
+/// micro-batches on parallel threads.
+pub trait Objective: Sync {
+    type Batch: Send;
     /// A short name for logs and metrics (`cross-entropy`).
     fn name(&self) -> &str;
     /// The loss of `model` on `batch`. The adapter factors being trained are autodiff tensors inside `model`;

@@ -46,6 +46,14 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Write a checkpoint every this many steps (0: only at the end).
     pub checkpoint_every: usize,
+    /// Run up to this many of a step's micro-batches at once, one thread each (1: one after the other). The
+    /// result is bit-identical either way; on the CPU backend 2 keeps both cores busy (see docs/benchmarks.md).
+    #[serde(default = "one")]
+    pub parallel_micro_batches: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for TrainConfig {
@@ -61,6 +69,7 @@ impl Default for TrainConfig {
             length: Length::Epochs(1),
             seed: 0,
             checkpoint_every: 0,
+            parallel_micro_batches: 1,
         }
     }
 }
@@ -77,6 +86,13 @@ impl TrainConfig {
         }
         if self.grad_accum == 0 {
             return Err(TrainError::invalid("grad-accum", 0, "must be at least 1"));
+        }
+        if self.parallel_micro_batches == 0 {
+            return Err(TrainError::invalid(
+                "parallel-micro-batches",
+                0,
+                "must be at least 1",
+            ));
         }
         match self.length {
             Length::Steps(0) => return Err(TrainError::invalid("steps", 0, "must be at least 1")),
@@ -225,44 +241,34 @@ impl Trainer<'_> {
         let result = (|| -> Result<(), TrainError> {
             for step in start..total {
                 let t0 = Instant::now();
+                let micros: Vec<usize> = (0..self.config.grad_accum)
+                    .map(|k| step * self.config.grad_accum + k)
+                    // With --epochs, the last step stops at the end of the data rather than spilling into
+                    // the next epoch when grad_accum does not divide the batches.
+                    .take_while(|&m| match self.config.length {
+                        Length::Epochs(e) => m < e * bpe,
+                        Length::Steps(_) => true,
+                    })
+                    .collect();
                 let mut acc: Vec<Option<Tensor<2>>> = Vec::new();
                 let mut tokens = 0usize;
                 let mut loss_sum = 0f64;
-                for k in 0..self.config.grad_accum {
-                    let micro = step * self.config.grad_accum + k;
-                    // With --epochs, the last step stops at the end of the data rather than spilling into
-                    // the next epoch when grad_accum does not divide the batches.
-                    if let Length::Epochs(e) = self.config.length
-                        && micro >= e * bpe
-                    {
-                        break;
-                    }
-                    // Dropout masks depend only on (seed, micro-batch): a resumed run draws the same ones,
-                    // whatever else runs in the process.
-                    self.model.set_dropout_seed(
-                        &self.adapter,
-                        Some(mix(self.config.seed, micro as u64)),
-                    )?;
-                    let batch = data.batch(micro / bpe, micro % bpe);
-                    let out = objective.loss(self.model, &batch);
-                    if out.tokens == 0 {
-                        continue;
-                    }
-                    let loss: f32 = out.loss.clone().inner().into_scalar();
-                    if !loss.is_finite() {
-                        return Err(self.non_finite(
-                            &dirs,
-                            step + 1,
-                            "loss",
-                            loss as f64,
-                            last_good,
-                        ));
-                    }
-                    let grads = out.loss.mul_scalar(out.tokens as f64).backward();
-                    let mut i = 0;
-                    self.model
-                        .visit_factors_mut(&self.adapter, &mut |_, _, p| {
-                            let g = p.val().grad(&grads);
+                let parallel = self.config.parallel_micro_batches.max(1);
+                for group in micros.chunks(parallel) {
+                    let outcomes = self.micro_batches(objective, data, bpe, group)?;
+                    // Summed in micro-batch order whatever the threads did: the result does not depend on
+                    // the parallelism.
+                    for outcome in outcomes.into_iter().flatten() {
+                        if !outcome.loss.is_finite() {
+                            return Err(self.non_finite(
+                                &dirs,
+                                step + 1,
+                                "loss",
+                                outcome.loss as f64,
+                                last_good,
+                            ));
+                        }
+                        for (i, g) in outcome.grads.into_iter().enumerate() {
                             if acc.len() <= i {
                                 acc.push(None);
                             }
@@ -270,10 +276,10 @@ impl Trainer<'_> {
                                 (Some(a), Some(g)) => Some(a + g),
                                 (a, g) => a.or(g),
                             };
-                            i += 1;
-                        })?;
-                    tokens += out.tokens;
-                    loss_sum += loss as f64 * out.tokens as f64;
+                        }
+                        tokens += outcome.tokens;
+                        loss_sum += outcome.loss as f64 * outcome.tokens as f64;
+                    }
                 }
                 if tokens == 0 {
                     return Err(TrainError::invalid(
@@ -351,6 +357,58 @@ impl Trainer<'_> {
             resumed_from: start,
             final_loss,
             adapter_dir: dirs.out.clone(),
+        })
+    }
+
+    /// Loss and gradients of the micro-batches `micros`, one thread each when there are several. Each thread
+    /// gets a copy of the model (base tensors shared) with its own autodiff leaves for the adapter factors, so
+    /// the graphs are independent and their backward passes run in parallel; Burn's element-wise CPU kernels
+    /// are single-threaded, so this is what keeps both cores busy outside the matrix products.
+    fn micro_batches<O, S>(
+        &mut self,
+        objective: &O,
+        data: &S,
+        bpe: usize,
+        micros: &[usize],
+    ) -> Result<Vec<Option<MicroOutcome>>, TrainError>
+    where
+        O: Objective,
+        S: BatchSource<Batch = O::Batch>,
+    {
+        let seed = self.config.seed;
+        if micros.len() == 1 {
+            let micro = micros[0];
+            // Dropout masks depend only on (seed, micro-batch): a resumed run draws the same ones, whatever
+            // else runs in the process.
+            self.model
+                .set_dropout_seed(&self.adapter, Some(mix(seed, micro as u64)))?;
+            let batch = data.batch(micro / bpe, micro % bpe);
+            return Ok(vec![micro_step(
+                self.model,
+                &self.adapter,
+                objective,
+                &batch,
+            )?]);
+        }
+        let mut jobs = Vec::with_capacity(micros.len());
+        for &micro in micros {
+            let mut model = self.model.clone();
+            set_trainable(&mut model, &self.adapter, true)?;
+            model.set_dropout_seed(&self.adapter, Some(mix(seed, micro as u64)))?;
+            jobs.push((model, data.batch(micro / bpe, micro % bpe)));
+        }
+        let adapter = self.adapter.as_str();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|(mut model, batch)| {
+                    scope.spawn(move || micro_step(&mut model, adapter, objective, &batch))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
         })
     }
 
@@ -519,6 +577,43 @@ impl Trainer<'_> {
 
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// One micro-batch's mean loss, target tokens and token-weighted gradients (`mean · tokens`), per factor.
+struct MicroOutcome {
+    loss: f32,
+    tokens: usize,
+    grads: Vec<Option<Tensor<2>>>,
+}
+
+/// Forward and backward of one micro-batch on `model` (whose adapter factors are autodiff leaves). `None` when
+/// the batch has no target; a non-finite loss is returned without a backward pass.
+fn micro_step<O: Objective>(
+    model: &mut Llama,
+    adapter: &str,
+    objective: &O,
+    batch: &O::Batch,
+) -> Result<Option<MicroOutcome>, TrainError> {
+    let out = objective.loss(model, batch);
+    if out.tokens == 0 {
+        return Ok(None);
+    }
+    let loss: f32 = out.loss.clone().inner().into_scalar();
+    if !loss.is_finite() {
+        return Ok(Some(MicroOutcome {
+            loss,
+            tokens: out.tokens,
+            grads: Vec::new(),
+        }));
+    }
+    let grads = out.loss.mul_scalar(out.tokens as f64).backward();
+    let mut collected = Vec::new();
+    model.visit_factors_mut(adapter, &mut |_, _, p| collected.push(p.val().grad(&grads)))?;
+    Ok(Some(MicroOutcome {
+        loss,
+        tokens: out.tokens,
+        grads: collected,
+    }))
+}
 
 /// Makes the adapter's factors leaves of the autodiff graph (or plain tensors again).
 fn set_trainable(model: &mut Llama, adapter: &str, on: bool) -> Result<(), TrainError> {

@@ -2,8 +2,8 @@
 //! batch, a NaN loss stops the run keeping the last good checkpoint, and resuming from it ends bit-identical
 //! to a run that was never interrupted.
 
-use std::cell::Cell;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use engram_data::{BatchConfig, Batcher, TokenizedExample};
 use engram_formats::Architecture;
@@ -100,6 +100,28 @@ fn run<O: Objective<Batch = TokenBatch>>(
     (r, seen)
 }
 
+/// [`run`] with cross-entropy on a fresh run (no resume).
+fn train_ce(
+    model: &mut Llama,
+    lora: &LoraConfig,
+    cfg: TrainConfig,
+    batch_size: usize,
+    out: &Path,
+) -> (
+    Result<engram_train::TrainSummary, TrainError>,
+    Vec<StepMetrics>,
+) {
+    run(
+        model,
+        lora,
+        cfg,
+        &CrossEntropy,
+        &batcher(batch_size),
+        out,
+        false,
+    )
+}
+
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -108,15 +130,7 @@ fn read(path: &Path) -> Vec<u8> {
 fn loss_decreases_and_metrics_are_written() {
     let (mut m, lora) = tiny_with_adapter(0.0);
     let dir = tempfile::tempdir().unwrap();
-    let (r, seen) = run(
-        &mut m,
-        &lora,
-        config(12),
-        &CrossEntropy,
-        &batcher(3),
-        dir.path(),
-        false,
-    );
+    let (r, seen) = train_ce(&mut m, &lora, config(12), 3, dir.path());
     let summary = r.unwrap();
     assert_eq!(summary.steps, 12);
     assert_eq!(seen.len(), 12);
@@ -170,28 +184,12 @@ fn gradient_accumulation_equals_the_larger_batch() {
         checkpoint_every: 0,
         ..config(3)
     };
-    let (r1, s1) = run(
-        &mut a,
-        &lora,
-        cfg.clone(),
-        &CrossEntropy,
-        &batcher(6),
-        &dir.path().join("a"),
-        false,
-    );
+    let (r1, s1) = train_ce(&mut a, &lora, cfg.clone(), 6, &dir.path().join("a"));
     let cfg2 = TrainConfig {
         grad_accum: 2,
         ..cfg
     };
-    let (r2, s2) = run(
-        &mut b,
-        &lora,
-        cfg2,
-        &CrossEntropy,
-        &batcher(3),
-        &dir.path().join("b"),
-        false,
-    );
+    let (r2, s2) = train_ce(&mut b, &lora, cfg2, 3, &dir.path().join("b"));
     r1.unwrap();
     r2.unwrap();
     for (x, y) in s1.iter().zip(&s2) {
@@ -207,7 +205,7 @@ fn gradient_accumulation_equals_the_larger_batch() {
 
 /// Cross-entropy that returns NaN from its `fail_at`-th call on: a run blowing up mid-way.
 struct Failing {
-    calls: Cell<usize>,
+    calls: AtomicUsize,
     fail_at: usize,
 }
 
@@ -217,8 +215,7 @@ impl Objective for Failing {
         "failing"
     }
     fn loss(&self, model: &Llama, batch: &TokenBatch) -> LossOutput {
-        let n = self.calls.get() + 1;
-        self.calls.set(n);
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let out = CrossEntropy.loss(model, batch);
         if n >= self.fail_at {
             LossOutput {
@@ -251,7 +248,7 @@ fn nan_stops_the_run_and_resume_is_bit_identical() {
     let out = root.path().join("broken");
     let (mut m, _) = tiny_with_adapter(0.1);
     let failing = Failing {
-        calls: Cell::new(0),
+        calls: AtomicUsize::new(0),
         fail_at: 6,
     };
     let (r, seen) = run(&mut m, &lora, config(7), &failing, &data, &out, false);
@@ -369,15 +366,7 @@ fn bad_options_are_refused() {
             "max-grad-norm",
         ),
     ] {
-        let (r, _) = run(
-            &mut m,
-            &lora,
-            cfg,
-            &CrossEntropy,
-            &batcher(2),
-            dir.path(),
-            false,
-        );
+        let (r, _) = train_ce(&mut m, &lora, cfg, 2, dir.path());
         let msg = r.unwrap_err().to_string();
         assert!(msg.contains(needle), "{msg}");
     }
@@ -404,15 +393,7 @@ fn epochs_end_with_the_data_when_accumulation_does_not_divide_it() {
         ..config(1)
     };
     // 6 examples of 9 targets in batches of 2: 3 micro-batches, so steps of 2 + 1.
-    let (r, seen) = run(
-        &mut m,
-        &lora,
-        cfg,
-        &CrossEntropy,
-        &batcher(2),
-        dir.path(),
-        false,
-    );
+    let (r, seen) = train_ce(&mut m, &lora, cfg, 2, dir.path());
     r.unwrap();
     let tokens: Vec<usize> = seen.iter().map(|s| s.tokens).collect();
     assert_eq!(tokens, vec![36, 18]);
@@ -435,14 +416,37 @@ fn the_seed_drives_dropout() {
             ..config(2)
         };
         let out = dir.path().join(i.to_string());
-        run(&mut m, &lora, cfg, &CrossEntropy, &batcher(3), &out, false)
-            .0
-            .unwrap();
+        train_ce(&mut m, &lora, cfg, 3, &out).0.unwrap();
         adapters.push(read(&out.join("adapter_model.safetensors")));
     }
     assert!(adapters[0] != adapters[1], "dropout masks follow the seed");
     assert!(
         adapters[2] == adapters[3],
         "no dropout, no dependence on the seed"
+    );
+}
+
+/// Micro-batches on parallel threads give the same bits as one after the other.
+#[test]
+fn parallel_micro_batches_are_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for parallel in [1, 2] {
+        let (mut m, lora) = tiny_with_adapter(0.1);
+        let cfg = TrainConfig {
+            grad_accum: 2,
+            parallel_micro_batches: parallel,
+            checkpoint_every: 0,
+            ..config(3)
+        };
+        let out = dir.path().join(parallel.to_string());
+        let (r, seen) = train_ce(&mut m, &lora, cfg, 2, &out);
+        r.unwrap();
+        assert_eq!(seen.len(), 3);
+        outs.push(read(&out.join("adapter_model.safetensors")));
+    }
+    assert!(
+        outs[0] == outs[1],
+        "parallel and sequential accumulation differ"
     );
 }
