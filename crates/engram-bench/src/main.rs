@@ -12,7 +12,7 @@
 //!   weight decay 0.01, clip 1.0, f32) on a `[4, 128]` batch of the prompt's ids (row r = ids[(r*16 + j) %
 //!   len]), next-token cross-entropy over all 4 x 127 targets, through `engram_train::Trainer`; tokens/s =
 //!   512 / that. The PyTorch + PEFT side is `benches/compare/peft_train_bench.py`.
-//!   Also measured: the same step as two micro-batches of 2 rows run on two threads
+//!   Also measured: the same step as four micro-batches of 1 row run on four threads
 //!   (`TrainConfig::parallel_micro_batches`; same result bit for bit).
 //! - peak RSS: the process's high-water resident set (`VmHWM`).
 
@@ -78,7 +78,7 @@ struct Figures {
     peak_rss_mb: f64,
     #[serde(default = "nan")]
     train_step_s: f64,
-    /// The same step as two micro-batches of 2 rows on parallel threads (engram only).
+    /// The same step as four micro-batches of 1 row on parallel threads (engram only).
     #[serde(default = "nan")]
     train_split_step_s: f64,
     #[serde(default = "nan")]
@@ -163,7 +163,7 @@ fn time_decode(m: &LoadedModel, reps: usize) -> f64 {
 }
 
 /// The same batches at every step (the benchmark measures a step, not a data pipeline): the whole `[4, 128]`
-/// batch, or its two halves as micro-batches.
+/// batch, or its rows as micro-batches.
 struct FixedBatches(Vec<TokenBatch>);
 
 impl BatchSource for FixedBatches {
@@ -192,7 +192,8 @@ fn host_rows(h: &HostBatch, rows: std::ops::Range<usize>) -> HostBatch {
 }
 
 /// (median step seconds, first loss) of `warmup + reps` LoRA training steps; with `split`, each step is the
-/// same 4 rows as two micro-batches of 2 on two threads (`parallel_micro_batches`).
+/// same 4 rows as four micro-batches of 1 row on four threads (`parallel_micro_batches`; measured best of
+/// 2x2/2, 4x1/2 and 4x1/4 on 2 cores: element-wise work of one thread overlaps the others' matrix products).
 fn time_train(
     m: &LoadedModel,
     reps: usize,
@@ -220,10 +221,11 @@ fn time_train(
         tokens,
     };
     let source = if split {
-        FixedBatches(vec![
-            TokenBatch::from_host(&host_rows(&host, 0..2), &device),
-            TokenBatch::from_host(&host_rows(&host, 2..4), &device),
-        ])
+        FixedBatches(
+            (0..rows)
+                .map(|r| TokenBatch::from_host(&host_rows(&host, r..r + 1), &device))
+                .collect(),
+        )
     } else {
         FixedBatches(vec![TokenBatch::from_host(&host, &device)])
     };
@@ -244,8 +246,8 @@ fn time_train(
                 ..AdamWConfig::default()
             },
             length: Length::Steps(warmup + reps),
-            grad_accum: if split { 2 } else { 1 },
-            parallel_micro_batches: if split { 2 } else { 1 },
+            grad_accum: if split { rows } else { 1 },
+            parallel_micro_batches: if split { rows } else { 1 },
             ..TrainConfig::default()
         },
         out: out.path().to_path_buf(),
@@ -402,7 +404,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("LoRA train step (s), 4x128, r8 all-linear", |f| {
             f.train_step_s
         }),
-        ("LoRA train step (s), as 2x2 rows on 2 threads", |f| {
+        ("LoRA train step (s), as 4x1 rows on 4 threads", |f| {
             f.train_split_step_s
         }),
         ("LoRA train tok/s", |f| f.train_tok_s),
