@@ -416,7 +416,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match &torch {
             Some(Ok(t)) => {
                 let tv = get(t);
-                println!("| {name} | {ours_v:.2} | {tv:.2} | {:.2}x |", ours_v / tv);
+                if tv.is_nan() {
+                    // Measured on the engram side only.
+                    println!("| {name} | {ours_v:.2} | - | - |");
+                } else {
+                    println!("| {name} | {ours_v:.2} | {tv:.2} | {:.2}x |", ours_v / tv);
+                }
             }
             _ => println!("| {name} | {ours_v:.2} | - | - |"),
         }

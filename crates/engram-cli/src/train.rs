@@ -8,7 +8,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use engram_data::{BatchConfig, Batcher, read_jsonl, tokenize_examples};
+use engram_data::{
+    BatchConfig, Batcher, DataError, line_of_example, read_jsonl, tokenize_examples,
+};
 use engram_lora::{Adapters, LoraConfig, TargetModules};
 use engram_train::{
     AdamWConfig, CrossEntropy, Decay, DeviceBatches, Length, RunDir, StepMetrics, TrainConfig,
@@ -191,7 +193,17 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         &examples,
         args.max_len,
     )
-    .map_err(|e| format!("{}: {e}", args.data.display()))?;
+    .map_err(|e| match &e {
+        // Name the file line, not the example's position among the non-blank lines.
+        DataError::Example { index, source } => {
+            let text = std::fs::read_to_string(&args.data).unwrap_or_default();
+            match line_of_example(&text, *index) {
+                Some(line) => format!("{}:{line}: {source}", args.data.display()),
+                None => format!("{}: {e}", args.data.display()),
+            }
+        }
+        _ => format!("{}: {e}", args.data.display()),
+    })?;
     if tokenized.truncated > 0 {
         eprintln!(
             "{} of {} examples are longer than --max-len {} and were truncated",

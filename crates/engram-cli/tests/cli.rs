@@ -313,6 +313,13 @@ fn train_and_adapter_errors_name_the_file_line_or_option() {
         "{\"text\": \"fine\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}\n",
     )
     .unwrap();
+    // The second example (file line 3, after a blank line) is one token: nothing predicts it.
+    let untrainable = dir.path().join("short.jsonl");
+    std::fs::write(
+        &untrainable,
+        "{\"text\": \"one two three\"}\n\n{\"text\": \"x\"}\n",
+    )
+    .unwrap();
     let out_dir = dir.path().join("out");
     let empty = tempfile::tempdir().unwrap();
     let base = ["train", "--data", s(&data), "--out", s(&out_dir)];
@@ -321,6 +328,10 @@ fn train_and_adapter_errors_name_the_file_line_or_option() {
         (
             vec!["train", "--data", s(&bad), "--out", s(&out_dir)],
             vec!["bad.jsonl:2"],
+        ),
+        (
+            vec!["train", "--data", s(&untrainable), "--out", s(&out_dir)],
+            vec!["short.jsonl:3"],
         ),
         (
             vec![

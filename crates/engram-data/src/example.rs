@@ -97,6 +97,17 @@ pub fn parse_jsonl(source_name: &Path, text: &str) -> Result<Vec<Example>, DataE
     Ok(examples)
 }
 
+/// The 1-based file line of the `index`-th (1-based) example of `text` as [`parse_jsonl`] reads it (the
+/// `index`-th non-blank line), to turn a [`DataError::Example`] into a `file:line` message.
+pub fn line_of_example(text: &str, index: usize) -> Option<usize> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .nth(index.checked_sub(1)?)
+        .map(|(i, _)| i + 1)
+}
+
 /// One line to an example, or the reason it is not one (without the location).
 fn parse_line(line: &str) -> Result<Example, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| {
@@ -188,6 +199,19 @@ fn kind_of(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    #[test]
+    fn example_indices_map_to_file_lines() {
+        let text = "\u{feff}{\"text\": \"a\"}\n\n  \n{\"text\": \"b\"}\n{\"text\": \"c\"}\n";
+        assert_eq!(super::line_of_example(text, 1), Some(1));
+        assert_eq!(super::line_of_example(text, 2), Some(4));
+        assert_eq!(super::line_of_example(text, 3), Some(5));
+        assert_eq!(super::line_of_example(text, 4), None);
+        assert_eq!(super::line_of_example(text, 0), None);
     }
 }
 

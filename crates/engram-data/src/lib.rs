@@ -50,5 +50,5 @@ mod tokenize;
 
 pub use batch::{BatchConfig, Batcher, HostBatch};
 pub use error::DataError;
-pub use example::{Example, parse_jsonl, read_jsonl};
+pub use example::{Example, line_of_example, parse_jsonl, read_jsonl};
 pub use tokenize::{TokenizedDataset, TokenizedExample, tokenize_example, tokenize_examples};
