@@ -22,6 +22,7 @@ mod trainer;
 pub use error::TrainError;
 pub use objective::{
     BatchSource, CrossEntropy, DeviceBatches, LossOutput, Objective, TokenBatch, cross_entropy,
+    cross_entropy_host, host_softmax_enabled,
 };
 pub use optim::{AdamW, AdamWConfig, Decay, LrSchedule, Moments, global_norm};
 pub use trainer::{Length, RunDir, StepMetrics, TrainConfig, TrainSummary, Trainer};
