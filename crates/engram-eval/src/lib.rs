@@ -1,0 +1,18 @@
+//! # engram-eval
+//!
+//! How much of what the model can do with a text in its prompt can it do from its weights, and at what cost?
+//! This crate measures it. So far it holds the dataset format every method is evaluated on:
+//!
+//! - [`Item`]: one piece of new knowledge (`context`) with questions of four [`QuestionKind`]s (direct,
+//!   paraphrase, reversal, implication), each with a short answer and four options.
+//! - [`read_items`] / [`parse_items`]: JSONL, one item per line, with errors that name the file, line and field;
+//!   duplicate ids and answers missing from their options are refused.
+//! - [`Splits`]: fixed train / dev / test item ids (`splits.json`), checked against the items.
+//!
+//! Metrics, conditions (base, in-context, fine-tuned) and reports follow.
+
+mod dataset;
+mod error;
+
+pub use dataset::{Item, Question, QuestionKind, Splits, parse_items, read_items, read_splits};
+pub use error::EvalError;
