@@ -9,10 +9,18 @@
 //!   duplicate ids and answers missing from their options are refused.
 //! - [`Splits`]: fixed train / dev / test item ids (`splits.json`), checked against the items.
 //!
-//! Metrics, conditions (base, in-context, fine-tuned) and reports follow.
+//! - Answer metrics on strings: SQuAD normalisation, [`exact_match`], [`contains_answer`], [`token_f1`];
+//!   [`gap_recovery`]; [`bootstrap_mean`] confidence intervals.
+//!
+//! Likelihood scoring, conditions (base, in-context, fine-tuned) and reports follow.
 
 mod dataset;
 mod error;
+mod metrics;
 
 pub use dataset::{Item, Question, QuestionKind, Splits, parse_items, read_items, read_splits};
 pub use error::EvalError;
+pub use metrics::{
+    Estimate, bootstrap_mean, contains_answer, exact_match, gap_recovery, normalize_answer,
+    token_f1,
+};
