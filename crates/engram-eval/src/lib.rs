@@ -12,14 +12,19 @@
 //! - Answer metrics on strings: SQuAD normalisation, [`exact_match`], [`contains_answer`], [`token_f1`];
 //!   [`gap_recovery`]; [`bootstrap_mean`] confidence intervals.
 //!
-//! Likelihood scoring, conditions (base, in-context, fine-tuned) and reports follow.
+//! - [`score_options`]: multiple choice by likelihood (each option's log-probability as the answer, no options
+//!   shown), [`best_option`] by length-normalised score.
+//!
+//! Conditions (base, in-context, fine-tuned), the remaining metrics and reports follow.
 
 mod dataset;
 mod error;
+mod likelihood;
 mod metrics;
 
 pub use dataset::{Item, Question, QuestionKind, Splits, parse_items, read_items, read_splits};
 pub use error::EvalError;
+pub use likelihood::{OptionScore, best_option, score_options};
 pub use metrics::{
     Estimate, bootstrap_mean, contains_answer, exact_match, gap_recovery, normalize_answer,
     token_f1,
