@@ -15,8 +15,8 @@ mod write;
 use std::path::Path;
 
 pub use config::{parse_config, read_config};
-pub use read::HfWeights;
-pub use write::write_hf_folder;
+pub use read::{HfWeights, decode_f32};
+pub use write::{f32_safetensors, write_hf_folder};
 
 /// The model configuration file of a Hugging Face folder.
 pub const CONFIG_FILE: &str = "config.json";

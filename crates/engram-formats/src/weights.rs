@@ -28,6 +28,33 @@ impl TensorF32 {
     pub fn numel(&self) -> usize {
         self.data.len()
     }
+
+    /// The transpose of a 2-D tensor (`[rows, cols]` to `[cols, rows]`), e.g. Hugging Face's `[out, in]` linear
+    /// weights to the `[in, out]` layout Burn multiplies. Panics on another rank.
+    pub fn transposed(&self) -> TensorF32 {
+        let [rows, cols] = self.shape[..] else {
+            panic!(
+                "transposed() needs a 2-D tensor, got shape {:?}",
+                self.shape
+            );
+        };
+        let mut out = vec![0f32; rows * cols];
+        // Blocked: a naive transpose strides through memory on the write side.
+        const B: usize = 32;
+        for r0 in (0..rows).step_by(B) {
+            for c0 in (0..cols).step_by(B) {
+                for r in r0..(r0 + B).min(rows) {
+                    for c in c0..(c0 + B).min(cols) {
+                        out[c * rows + r] = self.data[r * cols + c];
+                    }
+                }
+            }
+        }
+        TensorF32 {
+            shape: vec![cols, rows],
+            data: out,
+        }
+    }
 }
 
 /// Hugging Face module names of one decoder layer's weights (`model.layers.{i}.<name>.weight`).

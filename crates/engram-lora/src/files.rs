@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
 use engram_model::Llama;
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use engram_model::formats::TensorF32;
+use engram_model::formats::hf::{decode_f32, f32_safetensors};
+use safetensors::SafeTensors;
 
 use crate::adapters::{Factor, attach, low_rank, split_module};
 use crate::atomic::write_file_atomically;
@@ -45,35 +46,28 @@ pub fn save_adapter(
             ),
         });
     }
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (key, factor, t) in model.adapter_factors(name)? {
-        // engram keeps A as [in, r] and B as [r, out]; PEFT stores their transposes.
-        let t = t.inner().transpose();
+    let mut tensors: Vec<(String, TensorF32)> = Vec::new();
+    for (key, _, t) in model.adapter_factors(name)? {
         let shape = t.dims().to_vec();
-        let data = t.into_data().convert::<f32>();
-        let values = data.as_slice::<f32>().map_err(|e| LoraError::Tensor {
-            path: dir.join(WEIGHTS_FILE),
-            key: key.clone(),
-            reason: format!("cannot read the tensor: {e:?}"),
-        })?;
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let _ = factor;
-        tensors.push((key, shape, bytes));
+        let values = t
+            .inner()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| LoraError::Tensor {
+                path: dir.join(WEIGHTS_FILE),
+                key: key.clone(),
+                reason: format!("cannot read the tensor: {e:?}"),
+            })?;
+        // engram keeps A as [in, r] and B as [r, out]; PEFT stores their transposes.
+        let host = TensorF32 {
+            shape,
+            data: values,
+        };
+        tensors.push((key, host.transposed()));
     }
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(k, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| LoraError::Tensor {
-                    path: dir.join(WEIGHTS_FILE),
-                    key: k.clone(),
-                    reason: e.to_string(),
-                })
-        })
-        .collect::<Result<_, _>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let weights = safetensors::serialize(views, Some(metadata)).map_err(|e| LoraError::Tensor {
+    let weights = f32_safetensors(&tensors, Some(metadata)).map_err(|e| LoraError::Tensor {
         path: dir.join(WEIGHTS_FILE),
         key: "*".into(),
         reason: e.to_string(),
@@ -142,7 +136,7 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, name: &str) -> Result<LoraCon
         .into_iter()
         .map(|(n, p)| (n, p.dims()))
         .collect();
-    let mut found: BTreeMap<String, [Option<HostFactor>; 2]> = BTreeMap::new();
+    let mut found: BTreeMap<String, [Option<TensorF32>; 2]> = BTreeMap::new();
     // Sorted, so that the first error reported is the same on every run.
     let mut names = st.names();
     names.sort();
@@ -199,17 +193,26 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, name: &str) -> Result<LoraCon
                 format!("shape {shape:?}, expected {expected:?} ({what})"),
             ));
         }
-        let values = to_f32(view.dtype(), view.data()).map_err(|r| terr(key, r))?;
+        let values = decode_f32(view.dtype(), view.data()).ok_or_else(|| {
+            terr(
+                key,
+                format!("dtype {:?} is not supported (F32, F16, BF16)", view.dtype()),
+            )
+        })?;
         if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
             return Err(terr(key, format!("contains a non-finite value ({bad})")));
         }
         // Back to engram's layout: the transpose of what PEFT stores.
-        let t = transpose(&values, expected[0], expected[1]);
+        let t = TensorF32 {
+            shape: expected.to_vec(),
+            data: values,
+        }
+        .transposed();
         let slot = match factor {
             Factor::A => 0,
             Factor::B => 1,
         };
-        found.entry(module).or_default()[slot] = Some((t, [expected[1], expected[0]]));
+        found.entry(module).or_default()[slot] = Some(t);
     }
     let targeted: Vec<&String> = dims
         .keys()
@@ -237,17 +240,14 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, name: &str) -> Result<LoraCon
 
     let device = model.device();
     for (module, proj) in model.projections_mut() {
-        if let Some([Some((a, a_shape)), Some((b, b_shape))]) = found.remove(&module) {
-            let a = Tensor::<2>::from_data(TensorData::new(a, a_shape), &device);
-            let b = Tensor::<2>::from_data(TensorData::new(b, b_shape), &device);
+        if let Some([Some(a), Some(b)]) = found.remove(&module) {
+            let a = Tensor::<2>::from_data(TensorData::new(a.data, a.shape), &device);
+            let b = Tensor::<2>::from_data(TensorData::new(b.data, b.shape), &device);
             attach(proj, low_rank(name, &config, a, b));
         }
     }
     Ok(config)
 }
-
-/// One factor read from the file, in engram's layout: values and `[rows, cols]`.
-type HostFactor = (Vec<f32>, [usize; 2]);
 
 /// `base_model.model.<module>.lora_A[.<adapter>].weight` → (module, factor).
 fn parse_key(key: &str) -> Option<(String, Factor)> {
@@ -263,31 +263,6 @@ fn parse_key(key: &str) -> Option<(String, Factor)> {
         }
     }
     None
-}
-
-fn to_f32(dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, String> {
-    let pairs = data
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]));
-    Ok(match dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => pairs.map(|b| half::f16::from_bits(b).to_f32()).collect(),
-        Dtype::BF16 => pairs.map(|b| half::bf16::from_bits(b).to_f32()).collect(),
-        other => return Err(format!("dtype {other:?} is not supported (F32, F16, BF16)")),
-    })
-}
-
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub use load::{
     LoadedModel, ModelInfo, chat_template_for, gguf_vocab, load_model, model_info,
     open_model_files, open_tokenizer, open_weights,
 };
-pub use projection::{AdapterState, LowRank, Projection};
+pub use projection::{AdapterState, LowRank, Projection, splitmix64};
 
 pub use engram_formats as formats;
 pub use engram_tokenizer as tokenizer;

@@ -9,7 +9,7 @@ use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
-use engram_formats::{ModelConfig, TensorF32, WeightSource};
+use engram_formats::{LAYER_LINEARS, ModelConfig, TensorF32, WeightSource};
 
 use crate::ModelError;
 use crate::projection::Projection;
@@ -527,44 +527,57 @@ impl Llama {
 
     /// Every linear layer with its Hugging Face module name (`model.layers.3.self_attn.q_proj`), in order.
     pub fn projections(&self) -> Vec<(String, &Projection)> {
-        let mut out = Vec::with_capacity(self.model.layers.len() * 7);
-        for (i, l) in self.model.layers.iter().enumerate() {
-            let a = &l.self_attn;
-            let m = &l.mlp;
-            for (n, p) in [
-                ("self_attn.q_proj", &a.q_proj),
-                ("self_attn.k_proj", &a.k_proj),
-                ("self_attn.v_proj", &a.v_proj),
-                ("self_attn.o_proj", &a.o_proj),
-                ("mlp.gate_proj", &m.gate_proj),
-                ("mlp.up_proj", &m.up_proj),
-                ("mlp.down_proj", &m.down_proj),
-            ] {
-                out.push((format!("model.layers.{i}.{n}"), p));
-            }
-        }
-        out
+        let layers = self.model.layers.iter().map(DecoderLayer::linears);
+        named_linears(layers)
     }
 
     /// [`projections`](Self::projections), mutably.
     pub fn projections_mut(&mut self) -> Vec<(String, &mut Projection)> {
-        let mut out = Vec::with_capacity(self.model.layers.len() * 7);
-        for (i, l) in self.model.layers.iter_mut().enumerate() {
-            let a = &mut l.self_attn;
-            let m = &mut l.mlp;
-            for (n, p) in [
-                ("self_attn.q_proj", &mut a.q_proj),
-                ("self_attn.k_proj", &mut a.k_proj),
-                ("self_attn.v_proj", &mut a.v_proj),
-                ("self_attn.o_proj", &mut a.o_proj),
-                ("mlp.gate_proj", &mut m.gate_proj),
-                ("mlp.up_proj", &mut m.up_proj),
-                ("mlp.down_proj", &mut m.down_proj),
-            ] {
-                out.push((format!("model.layers.{i}.{n}"), p));
-            }
-        }
-        out
+        let layers = self.model.layers.iter_mut().map(DecoderLayer::linears_mut);
+        named_linears(layers)
+    }
+}
+
+/// Pairs each layer's linears (in [`LAYER_LINEARS`] order) with their full module names.
+fn named_linears<P>(layers: impl Iterator<Item = [P; 7]>) -> Vec<(String, P)> {
+    layers
+        .enumerate()
+        .flat_map(|(i, linears)| {
+            LAYER_LINEARS
+                .iter()
+                .zip(linears)
+                .map(move |(n, p)| (format!("model.layers.{i}.{n}"), p))
+        })
+        .collect()
+}
+
+impl DecoderLayer {
+    /// The seven linear layers, in [`LAYER_LINEARS`] order.
+    pub fn linears(&self) -> [&Projection; 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ]
+    }
+
+    /// [`linears`](Self::linears), mutably.
+    pub fn linears_mut(&mut self) -> [&mut Projection; 7] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        [
+            &mut a.q_proj,
+            &mut a.k_proj,
+            &mut a.v_proj,
+            &mut a.o_proj,
+            &mut m.gate_proj,
+            &mut m.up_proj,
+            &mut m.down_proj,
+        ]
     }
 }
 
@@ -645,18 +658,5 @@ fn to_tensor<const D: usize>(t: TensorF32, device: &Device) -> Tensor<D> {
 
 /// `[out, in]` (PyTorch) to a contiguous `[in, out]` (Burn) tensor.
 fn transpose_to_tensor(t: &TensorF32, device: &Device) -> Tensor<2> {
-    let (rows, cols) = (t.shape[0], t.shape[1]);
-    let mut out = vec![0f32; rows * cols];
-    // Blocked transpose: a naive one strides through memory on the write side.
-    const B: usize = 32;
-    for r0 in (0..rows).step_by(B) {
-        for c0 in (0..cols).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
-                for c in c0..(c0 + B).min(cols) {
-                    out[c * rows + r] = t.data[r * cols + c];
-                }
-            }
-        }
-    }
-    Tensor::from_data(TensorData::new(out, [cols, rows]), device)
+    to_tensor(t.transposed(), device)
 }

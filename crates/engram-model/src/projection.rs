@@ -169,9 +169,9 @@ fn dropout<const D: usize>(x: Tensor<D>, p: f64, seed: Option<u64>) -> Tensor<D>
     mask.par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(c, chunk)| {
-            let mut state = splitmix(seed ^ (c as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+            let mut state = splitmix64(seed ^ (c as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
             for m in chunk {
-                state = splitmix(state);
+                state = splitmix64(state);
                 *m = if (state >> 40) < threshold {
                     scale
                 } else {
@@ -182,7 +182,8 @@ fn dropout<const D: usize>(x: Tensor<D>, p: f64, seed: Option<u64>) -> Tensor<D>
     x * Tensor::<D>::from_data(burn::tensor::TensorData::new(mask, shape), &device)
 }
 
-fn splitmix(z: u64) -> u64 {
+/// One step of splitmix64 (Steele et al.): a cheap, well-mixed 64-bit hash for deriving seeds and masks.
+pub fn splitmix64(z: u64) -> u64 {
     let mut z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

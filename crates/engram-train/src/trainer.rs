@@ -12,7 +12,8 @@ use engram_lora::{
     Adapters, LoraConfig, load_adapter, save_adapter, write_dir_atomically, write_file_atomically,
 };
 use engram_model::Llama;
-use safetensors::tensor::TensorView;
+use engram_model::formats::TensorF32;
+use engram_model::formats::hf::{decode_f32, f32_safetensors};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -437,11 +438,11 @@ impl Trainer<'_> {
         step: usize,
         print: &Value,
     ) -> Result<(), TrainError> {
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut tensors: Vec<(String, TensorF32)> = Vec::new();
         for (key, m) in &opt.state {
             for (suffix, t) in [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)] {
                 let shape = t.dims().to_vec();
-                let v = t
+                let data = t
                     .clone()
                     .into_data()
                     .convert::<f32>()
@@ -450,29 +451,13 @@ impl Trainer<'_> {
                         path: dirs.checkpoint(),
                         reason: format!("cannot read optimizer state {key}: {e:?}"),
                     })?;
-                tensors.push((
-                    format!("{key}.{suffix}"),
-                    shape,
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                ));
+                tensors.push((format!("{key}.{suffix}"), TensorF32 { shape, data }));
             }
         }
-        let views: Vec<(String, TensorView<'_>)> = tensors
-            .iter()
-            .map(|(k, s, b)| {
-                TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .map(|v| (k.clone(), v))
-                    .map_err(|e| TrainError::Checkpoint {
-                        path: dirs.checkpoint(),
-                        reason: e.to_string(),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        let optimizer =
-            safetensors::serialize(views, None).map_err(|e| TrainError::Checkpoint {
-                path: dirs.checkpoint(),
-                reason: e.to_string(),
-            })?;
+        let optimizer = f32_safetensors(&tensors, None).map_err(|e| TrainError::Checkpoint {
+            path: dirs.checkpoint(),
+            reason: e.to_string(),
+        })?;
         let state = json!({
             "step": step,
             "optimizer_step": opt.step,
@@ -528,20 +513,16 @@ impl Trainer<'_> {
         let mut loaded: HashMap<String, Tensor<2>> = HashMap::new();
         for (name, view) in st.tensors() {
             let shape = view.shape();
-            if view.dtype() != safetensors::Dtype::F32 || shape.len() != 2 {
+            let values = decode_f32(view.dtype(), view.data());
+            let (Some(v), [rows, cols]) = (values, shape) else {
                 return Err(bad(format!(
-                    "{}: `{name}` is not a 2-D f32 tensor",
+                    "{}: `{name}` is not a 2-D float tensor",
                     path.display()
                 )));
-            }
-            let v: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            };
             loaded.insert(
                 name,
-                Tensor::from_data(TensorData::new(v, [shape[0], shape[1]]), &device),
+                Tensor::from_data(TensorData::new(v, [*rows, *cols]), &device),
             );
         }
         let mut opt = AdamW::new(self.config.adamw.clone());
@@ -640,12 +621,9 @@ fn reset_metrics(path: &Path, steps: usize) -> Result<(), TrainError> {
         .map_err(|e| TrainError::from((path.to_path_buf(), e)))
 }
 
-/// splitmix64 of (seed, step).
+/// A well-mixed seed for (run seed, micro-batch).
 fn mix(seed: u64, step: u64) -> u64 {
-    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    engram_model::splitmix64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// The first JSON path where `a` and `b` differ, for resume errors.

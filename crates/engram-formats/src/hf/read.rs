@@ -154,20 +154,12 @@ impl WeightSource for HfWeights {
                     end: entry.end as u64,
                     file_len: bytes.len() as u64,
                 })?;
-        let values = match entry.dtype {
-            Dtype::F32 => convert::<4>(data, f32::from_le_bytes),
-            Dtype::F16 => convert::<2>(data, |b| half::f16::from_le_bytes(b).to_f32()),
-            // bf16 is the top half of an f32: widening is exact (NaN payloads included).
-            Dtype::BF16 => convert::<2>(data, |b| {
-                f32::from_bits(u32::from(u16::from_le_bytes(b)) << 16)
-            }),
-            other => {
-                return Err(FormatError::UnsupportedTensorType {
-                    path: shard.path.clone(),
-                    tensor: name.to_string(),
-                    ty: other.to_string(),
-                });
-            }
+        let Some(values) = decode_f32(entry.dtype, data) else {
+            return Err(FormatError::UnsupportedTensorType {
+                path: shard.path.clone(),
+                tensor: name.to_string(),
+                ty: entry.dtype.to_string(),
+            });
         };
         TensorF32::new(entry.shape.clone(), values).map_err(|_| FormatError::Malformed {
             path: shard.path.clone(),
@@ -183,6 +175,19 @@ impl WeightSource for HfWeights {
     fn stored_dtype(&self, name: &str) -> Option<String> {
         self.tensors.get(name).map(|e| e.dtype.to_string())
     }
+}
+
+/// Decodes safetensors data of type F32, F16 or BF16 to f32 (`None` for other types).
+pub fn decode_f32(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => convert::<4>(data, f32::from_le_bytes),
+        Dtype::F16 => convert::<2>(data, |b| half::f16::from_le_bytes(b).to_f32()),
+        // bf16 is the top half of an f32: widening is exact (NaN payloads included).
+        Dtype::BF16 => convert::<2>(data, |b| {
+            f32::from_bits(u32::from(u16::from_le_bytes(b)) << 16)
+        }),
+        _ => return None,
+    })
 }
 
 /// Decodes little-endian elements of `N` bytes, in parallel for large tensors. A trailing partial element (which

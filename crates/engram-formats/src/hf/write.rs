@@ -148,6 +148,15 @@ fn stage_safetensors(
     })
 }
 
+/// `tensors` as the bytes of a safetensors file (F32, little-endian), with optional `__metadata__`. For the small
+/// files beside a model (adapters, optimizer state); model weights go through [`write_hf_folder`].
+pub fn f32_safetensors(
+    tensors: &[(String, TensorF32)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    safetensors::serialize(tensors.iter().map(|(n, t)| (n, F32View(t))), metadata)
+}
+
 /// A [`TensorF32`] as safetensors sees it: F32, little-endian.
 struct F32View<'a>(&'a TensorF32);
 
