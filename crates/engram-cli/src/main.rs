@@ -1,5 +1,6 @@
 //! The `engram` command. Argument parsing, progress bars and printing only: the work is in the library crates.
 
+mod eval;
 mod merge;
 mod train;
 
@@ -54,6 +55,11 @@ enum Command {
     Train(train::TrainArgs),
     /// Fold LoRA adapters into the model's weights and write the result as a Hugging Face folder.
     Merge(MergeArgs),
+    /// Measure what the model knows from its weights vs. with the text in its prompt: base, icl and every
+    /// method on a dataset's questions; writes results.jsonl, summary.json, report.md and SVG charts.
+    Eval(eval::EvalArgs),
+    /// Ask one question (greedy), optionally with adapters or a context file in the prompt.
+    Ask(eval::AskArgs),
 }
 
 #[derive(Args, Debug)]
@@ -161,6 +167,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => train::train_cmd(args),
         Command::Merge(args) => merge_cmd(args),
+        Command::Eval(args) => eval::eval_cmd(args),
+        Command::Ask(args) => eval::ask_cmd(args),
     }
 }
 

@@ -247,16 +247,22 @@ impl Splits {
 /// Reads `splits.json` and checks it against `items`: every id exists and is in exactly one split, and every
 /// item is in one.
 pub fn read_splits(path: &Path, items: &[Item]) -> Result<Splits, EvalError> {
-    let bad = |message: String| EvalError::Dataset {
-        path: path.to_path_buf(),
-        message,
-    };
     let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    parse_splits(path, &text, items)
+}
+
+/// Parses `splits.json` text (`source` names it in errors) and checks it against `items`, as [`read_splits`].
+pub fn parse_splits(source: &Path, text: &str, items: &[Item]) -> Result<Splits, EvalError> {
+    let path = source;
+    let bad = |message: String| EvalError::Dataset {
+        path: path.to_path_buf(),
+        message,
+    };
     let splits: Splits =
-        serde_json::from_str(&text).map_err(|e| bad(format!("invalid splits: {e}")))?;
+        serde_json::from_str(text).map_err(|e| bad(format!("invalid splits: {e}")))?;
     let mut placed: HashMap<&str, &str> = HashMap::new();
     for (name, ids) in [
         ("train", &splits.train),

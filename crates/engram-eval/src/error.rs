@@ -1,4 +1,4 @@
-//! Errors of the evaluation crate; each names the file, line and field concerned.
+//! Errors of the evaluation crate; each names the file, line, field or option concerned.
 
 use std::path::PathBuf;
 
@@ -21,4 +21,22 @@ pub enum EvalError {
     },
     #[error("{}: {message}", path.display())]
     Dataset { path: PathBuf, message: String },
+    /// An option out of range or unknown.
+    #[error("invalid option `{name}` = {value}: {reason}")]
+    Option {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    /// A run folder that holds another run, or a results file that cannot be read back.
+    #[error("{}: {reason}", path.display())]
+    Run { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Model(#[from] engram_model::ModelError),
+    #[error(transparent)]
+    Lora(#[from] engram_lora::LoraError),
+    #[error(transparent)]
+    Data(#[from] engram_data::DataError),
+    #[error(transparent)]
+    Train(#[from] engram_train::TrainError),
 }

@@ -1,0 +1,141 @@
+//! The datasets shipped in `datasets/`, embedded in the binary so `--dataset news` works from anywhere, and
+//! the loader that accepts either such a name or a JSONL file (with `splits.json` beside it, if any).
+
+use std::path::{Path, PathBuf};
+
+use crate::dataset::{parse_items, parse_splits, read_items, read_splits};
+use crate::{EvalError, Item, Splits};
+
+/// A dataset ready to evaluate: its items and, when it has them, its fixed splits.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// The shipped name (`news`) or the file's path.
+    pub name: String,
+    pub items: Vec<Item>,
+    pub splits: Option<Splits>,
+}
+
+impl Dataset {
+    /// The ids of `split` (`train`, `dev`, `test`), or `None` for `all`. A dataset without splits has only
+    /// `all`.
+    pub fn split_ids(&self, split: &str) -> Result<Option<&[String]>, EvalError> {
+        if split == "all" {
+            return Ok(None);
+        }
+        let bad = |reason: String| EvalError::Option {
+            name: "split".into(),
+            value: split.into(),
+            reason,
+        };
+        let splits = self.splits.as_ref().ok_or_else(|| {
+            bad(format!(
+                "{} has no splits.json beside it; use --split all",
+                self.name
+            ))
+        })?;
+        splits
+            .get(split)
+            .map(Some)
+            .ok_or_else(|| bad("expected train, dev, test or all".into()))
+    }
+}
+
+macro_rules! dataset_file {
+    ($path:literal) => {
+        (
+            concat!("datasets/", $path),
+            include_str!(concat!("../../../datasets/", $path)),
+        )
+    };
+}
+
+const NEWS: [(&str, &str); 2] = [
+    dataset_file!("news/items.jsonl"),
+    dataset_file!("news/splits.json"),
+];
+
+const TRIVIA: [(&str, &str); 2] = [
+    dataset_file!("trivia/items.jsonl"),
+    dataset_file!("trivia/splits.json"),
+];
+
+/// `datasets/general/`: a few thousand words of plain text written for the project.
+pub const GENERAL: [(&str, &str); 8] = [
+    dataset_file!("general/01-water-cycle.txt"),
+    dataset_file!("general/02-bread.txt"),
+    dataset_file!("general/03-printing-press.txt"),
+    dataset_file!("general/04-heart.txt"),
+    dataset_file!("general/05-volcanoes.txt"),
+    dataset_file!("general/06-honey-bees.txt"),
+    dataset_file!("general/07-seasons.txt"),
+    dataset_file!("general/08-bicycle.txt"),
+];
+
+/// Names accepted by [`load_dataset`] besides file paths.
+pub const SHIPPED: [&str; 3] = ["news", "relations", "trivia"];
+
+fn embedded(name: &str, files: [(&str, &str); 2]) -> Result<Dataset, EvalError> {
+    let [(items_path, items), (splits_path, splits)] = files;
+    let items = parse_items(Path::new(items_path), items)?;
+    let splits = parse_splits(Path::new(splits_path), splits, &items)?;
+    Ok(Dataset {
+        name: name.into(),
+        items,
+        splits: Some(splits),
+    })
+}
+
+/// A shipped dataset by name, or a JSONL file of items (its `splits.json` is read when it exists beside it).
+pub fn load_dataset(spec: &str) -> Result<Dataset, EvalError> {
+    match spec {
+        "news" => embedded("news", NEWS),
+        "trivia" => trivia(),
+        "relations" => {
+            // Generated, not embedded: `datasets/relations/` holds the same items for reading (a test keeps
+            // the two equal).
+            let (items, splits) = crate::relations::generate_relations(
+                &crate::relations::RelationsConfig::default(),
+            )?;
+            Ok(Dataset {
+                name: "relations".into(),
+                items,
+                splits: Some(splits),
+            })
+        }
+        _ => {
+            let path = PathBuf::from(spec);
+            if !path.exists() && !spec.contains(['/', '.']) {
+                return Err(EvalError::Option {
+                    name: "dataset".into(),
+                    value: spec.into(),
+                    reason: format!(
+                        "no such file, and not a shipped dataset ({})",
+                        SHIPPED.join(", ")
+                    ),
+                });
+            }
+            let items = read_items(&path)?;
+            let splits_path = path.with_file_name("splits.json");
+            let splits = if splits_path.is_file() {
+                Some(read_splits(&splits_path, &items)?)
+            } else {
+                None
+            };
+            Ok(Dataset {
+                name: path.display().to_string(),
+                items,
+                splits,
+            })
+        }
+    }
+}
+
+/// Real-world closed-book questions the base model partly knows (locality, the curriculum).
+pub fn trivia() -> Result<Dataset, EvalError> {
+    embedded("trivia", TRIVIA)
+}
+
+/// The plain general texts of `datasets/general/` (perplexity drift, regularisation).
+pub fn general_texts() -> Vec<String> {
+    GENERAL.iter().map(|(_, t)| t.to_string()).collect()
+}
