@@ -83,8 +83,8 @@ pub struct Summary {
     /// Condition → kind → measure → estimate.
     pub by_kind: BTreeMap<String, BTreeMap<String, MeasureSet>>,
     pub by_domain: BTreeMap<String, BTreeMap<String, MeasureSet>>,
-    /// Condition → item → MC-likelihood accuracy.
-    pub by_item: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Condition → item → MC-likelihood accuracy over the item's questions.
+    pub by_item: BTreeMap<String, BTreeMap<String, Estimate>>,
     /// Condition → kind (or `all`) → (score − base) / (icl − base), on MC likelihood and on contains.
     pub gap_recovery: BTreeMap<String, BTreeMap<String, GapRecovery>>,
     pub locality: BTreeMap<String, LocalitySummary>,
@@ -171,7 +171,10 @@ pub fn summarize(
         );
         s.by_item.insert(
             c.clone(),
-            items.into_iter().map(|(i, v)| (i, mean(&v))).collect(),
+            items
+                .into_iter()
+                .filter_map(|(i, v)| Some((i, bootstrap_mean(&v, 1000, 0.95, 0)?)))
+                .collect(),
         );
         let locs: Vec<&LocalityRow> = locality.iter().filter(|l| &l.condition == c).collect();
         if !locs.is_empty() {
@@ -419,6 +422,26 @@ pub fn render_markdown(s: &Summary) -> String {
                     p.latest_item * 100.0
                 ));
             }
+        }
+    }
+    let items: Vec<&String> = s.manifest.item_ids.iter().collect();
+    if !items.is_empty() {
+        md.push_str("\n## Per item (MC likelihood, share of the item's questions)\n\n| item |");
+        for c in &s.conditions {
+            md.push_str(&format!(" {c} |"));
+        }
+        md.push_str("\n|---|");
+        md.push_str(&"---|".repeat(s.conditions.len()));
+        md.push('\n');
+        for i in items {
+            md.push_str(&format!("| {i} |"));
+            for c in &s.conditions {
+                match s.by_item.get(c).and_then(|m| m.get(i)) {
+                    Some(e) => md.push_str(&format!(" {:.0}% |", e.mean * 100.0)),
+                    None => md.push_str(" – |"),
+                }
+            }
+            md.push('\n');
         }
     }
     md.push_str("\nCharts: `kinds.svg`");
@@ -686,7 +709,7 @@ mod tests {
         assert_eq!(s.by_kind["ft"]["direct"]["likelihood"].mean, 1.0);
         assert_eq!(s.by_kind["ft"]["reversal"]["contains"].mean, 0.0);
         assert_eq!(s.by_domain["ft"]["x"]["likelihood"].mean, 0.5);
-        assert_eq!(s.by_item["icl"]["y-1"], 1.0);
+        assert_eq!(s.by_item["icl"]["y-1"].mean, 1.0);
         let g = &s.gap_recovery["ft"];
         assert_eq!(g["all"].likelihood, Some(0.5));
         assert_eq!(g["direct"].likelihood, Some(1.0));
