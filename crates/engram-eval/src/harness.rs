@@ -529,7 +529,7 @@ pub fn select_items(items: &[Item], ids: Option<&[String]>, limit: Option<usize>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::{Base, FineTune, FineTuneSettings};
+    use crate::method::{FineTune, FineTuneSettings, Prompted};
 
     fn item(id: &str, domain: &str) -> Item {
         Item {
@@ -557,7 +557,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            names(&Base, Mode::Sequential),
+            names(&Prompted::BASE, Mode::Sequential),
             vec![("-".into(), vec![0, 1, 2], None, false)],
             "a method that trains nothing is asked once"
         );

@@ -60,39 +60,29 @@ pub trait Method: Send + Sync {
     ) -> Result<Injection, EvalError>;
 }
 
-/// The model as it is: the floor every method is measured from.
-pub struct Base;
-
-impl Method for Base {
-    fn name(&self) -> &str {
-        "base"
-    }
-    fn description(&self) -> &str {
-        "the base model, no context"
-    }
-    fn trains(&self) -> bool {
-        false
-    }
-    fn inject(
-        &self,
-        _: &mut InjectEnv<'_>,
-        _: &[Item],
-        _: Option<&Path>,
-        _: &Path,
-    ) -> Result<Injection, EvalError> {
-        Ok(Injection::Prompt { context: false })
-    }
+/// A condition that writes nothing into the weights: `base` (the floor every method is measured from) or
+/// `icl`, the context in the prompt (the upper bound a method that writes into weights aims at).
+pub struct Prompted {
+    context: bool,
 }
 
-/// In-context learning: the context in the prompt. The upper bound a method that writes into weights aims at.
-pub struct InContext;
+impl Prompted {
+    /// `base`: the model as it is, no context.
+    pub const BASE: Prompted = Prompted { context: false };
+    /// `icl`: the item's context in the prompt.
+    pub const ICL: Prompted = Prompted { context: true };
+}
 
-impl Method for InContext {
+impl Method for Prompted {
     fn name(&self) -> &str {
-        "icl"
+        if self.context { "icl" } else { "base" }
     }
     fn description(&self) -> &str {
-        "the base model with the item's context in the prompt (upper bound)"
+        if self.context {
+            "the base model with the item's context in the prompt (upper bound)"
+        } else {
+            "the base model, no context"
+        }
     }
     fn trains(&self) -> bool {
         false
@@ -104,7 +94,9 @@ impl Method for InContext {
         _: Option<&Path>,
         _: &Path,
     ) -> Result<Injection, EvalError> {
-        Ok(Injection::Prompt { context: true })
+        Ok(Injection::Prompt {
+            context: self.context,
+        })
     }
 }
 
@@ -385,8 +377,8 @@ impl Registry {
     /// `base`, `icl`, `naive-ft`, `prefix-ft` and `qa-ft`, the fine-tunes with `settings`.
     pub fn with_baselines(settings: &FineTuneSettings) -> Self {
         let mut r = Self::default();
-        r.register(Box::new(Base));
-        r.register(Box::new(InContext));
+        r.register(Box::new(Prompted::BASE));
+        r.register(Box::new(Prompted::ICL));
         r.register(Box::new(FineTune::naive(settings.clone())));
         r.register(Box::new(FineTune::prefix(settings.clone())));
         r.register(Box::new(FineTune::qa(settings.clone())));

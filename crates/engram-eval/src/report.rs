@@ -583,26 +583,23 @@ pub fn retention_chart(s: &Summary) -> Result<Option<String>, EvalError> {
             .map_err(plot_err)?;
         for (ci, (c, pts)) in s.retention.iter().enumerate() {
             let color = PALETTE[(ci + 1) % PALETTE.len()];
-            chart
-                .draw_series(LineSeries::new(
-                    pts.iter().map(|p| (p.step as f64, p.injected)),
-                    color.stroke_width(2),
-                ))
-                .map_err(plot_err)?
-                .label(format!("{c}: items so far"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(LineSeries::new(
-                    pts.iter().map(|p| (p.step as f64, p.first_item)),
-                    color.stroke_width(1),
-                ))
-                .map_err(plot_err)?
-                .label(format!("{c}: first item"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(1))
-                });
+            // A thick line for every item so far, a thin one for the first item.
+            let lines: [(&str, u32, fn(&RetentionPoint) -> f64); 2] = [
+                ("items so far", 2, |p| p.injected),
+                ("first item", 1, |p| p.first_item),
+            ];
+            for (what, width, y) in lines {
+                chart
+                    .draw_series(LineSeries::new(
+                        pts.iter().map(|p| (p.step as f64, y(p))),
+                        color.stroke_width(width),
+                    ))
+                    .map_err(plot_err)?
+                    .label(format!("{c}: {what}"))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(width))
+                    });
+            }
         }
         chart
             .configure_series_labels()
