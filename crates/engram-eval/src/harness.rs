@@ -190,6 +190,23 @@ pub const RESULTS_FILE: &str = "results.jsonl";
 pub const LOCALITY_FILE: &str = "locality.jsonl";
 pub const MANIFEST_FILE: &str = "run.json";
 const LOCALITY_BASE_FILE: &str = "locality-base.json";
+/// Seconds spent on the run so far, over every invocation (model loading excluded).
+pub const ELAPSED_FILE: &str = "elapsed.json";
+
+/// The seconds recorded in `OUT/elapsed.json` (0 for a new run).
+pub fn elapsed_seconds(out: &Path) -> f64 {
+    std::fs::read_to_string(out.join(ELAPSED_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("seconds")?.as_f64())
+        .unwrap_or(0.0)
+}
+
+fn record_elapsed(out: &Path, seconds: f64) -> Result<(), EvalError> {
+    let path = out.join(ELAPSED_FILE);
+    let text = serde_json::json!({ "seconds": seconds }).to_string();
+    write_file_atomically(&path, text.as_bytes()).map_err(io(&path))
+}
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
     move |source| EvalError::Io {
@@ -248,7 +265,8 @@ fn append_rows<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), EvalError> {
     f.sync_data().map_err(io(path))
 }
 
-/// Runs (or resumes) the evaluation in `spec.out`. Returns every result row and locality row.
+/// Runs (or resumes) the evaluation in `spec.out`. Returns every result row and locality row. The time spent
+/// is added to `OUT/elapsed.json` after every unit ([`elapsed_seconds`] reads it).
 pub fn run_eval(
     lm: &mut LoadedModel,
     methods: &[&dyn Method],
@@ -258,6 +276,7 @@ pub fn run_eval(
     let out = &spec.out;
     std::fs::create_dir_all(out).map_err(io(out))?;
     check_manifest(out, &spec.manifest)?;
+    let (started, before) = (std::time::Instant::now(), elapsed_seconds(out));
     let n = spec.items.len();
 
     // Keep only complete units from an earlier run of the same manifest.
@@ -363,6 +382,7 @@ pub fn run_eval(
                 append_rows(&locality_path, std::slice::from_ref(&l))?;
                 loc_rows.push(l);
             }
+            record_elapsed(out, before + started.elapsed().as_secs_f64())?;
         }
     }
     Ok((rows, loc_rows))

@@ -284,7 +284,8 @@ fn opt_pct(v: Option<f64>) -> String {
 pub fn render_markdown(s: &Summary) -> String {
     let m = &s.manifest;
     let mut md = format!(
-        "# engram eval: {} ({} split, {} mode)\n\n{} items, {} questions per condition; model {}; {:.0} s.\n\
+        "# engram eval: {} ({} split, {} mode)\n\n{} items, {} questions per condition; model {}; {:.0} s of \
+         evaluation and training.\n\
          Scores are percentages with 95% bootstrap intervals. *MC likelihood*: the right option has the best \
          length-normalised log-probability (options not shown); *MC letter*: the right letter is chosen with \
          the options listed ({} orders); *token acc.*: answer tokens that are the argmax, teacher-forced; *EM*, \

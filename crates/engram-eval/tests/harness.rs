@@ -101,6 +101,8 @@ fn runs_resumes_and_refuses_another_run() {
             .is_file()
     );
     assert!(out.join("adapters/naive-ft/all/train.jsonl").is_file());
+    let spent = engram_eval::harness::elapsed_seconds(&out);
+    assert!(spent > 0.0, "time spent is recorded");
     // The two prompt conditions differ only by the context: with it the model must do better here.
     let acc = |c: &str| {
         rows.iter()
@@ -130,6 +132,10 @@ fn runs_resumes_and_refuses_another_run() {
     .unwrap();
     assert_eq!(planned, (30, 30));
     assert_eq!(again, rows);
+    assert!(
+        engram_eval::harness::elapsed_seconds(&out) >= spent,
+        "and accumulates"
+    );
 
     // Cut the results file inside the last unit (as a kill would): that unit is asked again, identically.
     let text = std::fs::read_to_string(out.join(RESULTS_FILE)).unwrap();
