@@ -48,6 +48,9 @@ fn measures(rows: &[&ResultRow], seed: u64) -> MeasureSet {
         .collect()
 }
 
+/// The smallest icl − base difference (10 points) over which gap recovery is reported.
+pub const MIN_GAP: f64 = 0.10;
+
 /// One point of the retention curve (sequential mode).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RetentionPoint {
@@ -202,7 +205,8 @@ pub fn summarize(
             s.retention.insert(c.clone(), retention);
         }
     }
-    // Gap recovery needs both ends of the gap.
+    // Gap recovery needs both ends of the gap, and a gap: over a denominator of a few points (noise with a
+    // hundred questions) the ratio says nothing, so it is left out below `MIN_GAP`.
     let get = |c: &str, kind: Option<&str>, m: &str| -> Option<f64> {
         match kind {
             None => s.overall.get(c)?.get(m).map(|e| e.mean),
@@ -214,7 +218,13 @@ pub fn summarize(
         let mut per = BTreeMap::new();
         let kinds = std::iter::once(None).chain(QuestionKind::ALL.iter().map(|k| Some(k.name())));
         for k in kinds {
-            let g = |m: &str| gap_recovery(get(c, k, m)?, get("base", k, m)?, get("icl", k, m)?);
+            let g = |m: &str| {
+                let (base, icl) = (get("base", k, m)?, get("icl", k, m)?);
+                if icl - base < MIN_GAP {
+                    return None;
+                }
+                gap_recovery(get(c, k, m)?, base, icl)
+            };
             per.insert(
                 k.unwrap_or("all").to_owned(),
                 GapRecovery {
@@ -370,7 +380,7 @@ pub fn render_markdown(s: &Summary) -> String {
         "likelihood",
     );
 
-    md.push_str("\n## Gap recovery: (score − base) / (icl − base)\n\nMC likelihood / contains answer.\n\n| condition | all |");
+    md.push_str("\n## Gap recovery: (score − base) / (icl − base)\n\nMC likelihood / contains answer; `–` where icl is less than 10 points above base.\n\n| condition | all |");
     for k in &kinds {
         md.push_str(&format!(" {k} |"));
     }
@@ -721,6 +731,29 @@ mod tests {
         assert!(md.contains("Gap recovery"));
         let svg = kinds_chart(&s).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("reversal") && svg.contains("icl"));
+    }
+
+    #[test]
+    fn no_gap_recovery_over_a_noise_level_gap() {
+        // icl right on 1 of 20, base on none: a 5-point gap, below MIN_GAP.
+        let rows: Vec<ResultRow> = (0..20)
+            .flat_map(|i| {
+                let item = format!("x-{i}");
+                [
+                    row("base", &item, QuestionKind::Direct, false, None),
+                    row("icl", &item, QuestionKind::Direct, i == 0, None),
+                    row("ft", &item, QuestionKind::Direct, i < 4, None),
+                ]
+            })
+            .collect();
+        let s = summarize(
+            &manifest(&["base", "icl", "ft"], Mode::Batch),
+            &rows,
+            &[],
+            1.0,
+        );
+        assert_eq!(s.gap_recovery["ft"]["all"].likelihood, None);
+        assert!(render_markdown(&s).contains("| ft | – / – |"));
     }
 
     #[test]
