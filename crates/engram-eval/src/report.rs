@@ -588,6 +588,15 @@ pub fn retention_chart(s: &Summary) -> Result<Option<String>, EvalError> {
             .map_err(plot_err)?;
         chart
             .configure_mesh()
+            .x_labels(steps.clamp(2, 20))
+            .x_label_formatter(&|x| {
+                // Steps are whole numbers.
+                if (x - x.round()).abs() < 1e-6 {
+                    format!("{}", x.round() as i64)
+                } else {
+                    String::new()
+                }
+            })
             .x_desc("items injected")
             .y_desc("MC-likelihood accuracy")
             .draw()
