@@ -212,11 +212,7 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
             args.max_len
         );
     }
-    let tok = &loaded.tokenizer;
-    let pad_id = tok
-        .pad_id()
-        .or_else(|| tok.eos_ids().first().copied())
-        .unwrap_or(0);
+    let pad_id = loaded.tokenizer.padding_id();
     let batcher = Batcher::new(
         tokenized.examples,
         BatchConfig {

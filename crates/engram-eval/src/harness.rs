@@ -240,21 +240,22 @@ pub fn read_rows<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, Ev
         .collect()
 }
 
-fn write_rows<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), EvalError> {
+/// Rows as JSONL text, one line each.
+pub(crate) fn jsonl<T: Serialize>(rows: &[T]) -> String {
     let mut text = String::new();
     for r in rows {
         text.push_str(&serde_json::to_string(r).expect("rows serialize"));
         text.push('\n');
     }
-    write_file_atomically(path, text.as_bytes()).map_err(io(path))
+    text
+}
+
+fn write_rows<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), EvalError> {
+    write_file_atomically(path, jsonl(rows).as_bytes()).map_err(io(path))
 }
 
 fn append_rows<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), EvalError> {
-    let mut text = String::new();
-    for r in rows {
-        text.push_str(&serde_json::to_string(r).expect("rows serialize"));
-        text.push('\n');
-    }
+    let text = jsonl(rows);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -71,13 +71,6 @@ pub fn continuation(
     })
 }
 
-/// The pad id generation and scoring use: the tokenizer's, else its first end-of-sequence token.
-pub(crate) fn pad_id(tok: &Tokenizer) -> u32 {
-    tok.pad_id()
-        .or_else(|| tok.eos_ids().first().copied())
-        .unwrap_or(0)
-}
-
 /// Scores `rows` in one batch: for each, the summed log-probability of `ids[start..]` and how many of those
 /// tokens are the argmax. A row whose `start` is 0 scores from its second token (the first has no context).
 pub fn score_continuations(
@@ -155,7 +148,7 @@ pub fn score_options(
         .iter()
         .map(|o| continuation(tok, prompt, &prompt_ids, o))
         .collect::<Result<Vec<_>, _>>()?;
-    score_continuations(model, pad_id(tok), &rows)
+    score_continuations(model, tok.padding_id(), &rows)
 }
 
 /// `log softmax(row)[i]`, in f64.

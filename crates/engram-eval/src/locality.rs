@@ -2,11 +2,11 @@
 //! the share of greedy answers that did not change from the base model and the share of the base answer's
 //! tokens that are still the argmax (EasyEdit's locality); and the perplexity of plain general text.
 
-use engram_model::{GenerationConfig, ModelError, generate};
+use engram_model::{ModelError, generate};
 use serde::{Deserialize, Serialize};
 
-use crate::likelihood::{Continuation, pad_id, score_continuations};
-use crate::probe::{Asker, chat_prompt, forced_rows};
+use crate::likelihood::{Continuation, score_continuations};
+use crate::probe::{Asker, answer_config, chat_prompt, forced_rows};
 use crate::{Item, Question, contains_answer, normalize_answer};
 
 /// The base model's answers to the locality questions: what every adapted model is compared with.
@@ -71,10 +71,7 @@ fn greedy_answers(
                 .encode(&chat_prompt(asker.template, None, &q.question)?)?,
         );
     }
-    let cfg = GenerationConfig {
-        stop_strings: vec!["\n".into()],
-        ..GenerationConfig::greedy(max_new_tokens)
-    };
+    let cfg = answer_config(max_new_tokens);
     let mut gens = Vec::with_capacity(pairs.len());
     for chunk in prompts.chunks(16) {
         gens.extend(generate(
@@ -134,7 +131,7 @@ pub fn locality_scores(
     let mut hits = 0usize;
     let mut tokens = 0usize;
     for chunk in rows.chunks(16) {
-        for s in score_continuations(asker.model, pad_id(asker.tokenizer), chunk)? {
+        for s in score_continuations(asker.model, asker.tokenizer.padding_id(), chunk)? {
             hits += s.argmax_hits;
             tokens += s.tokens;
         }
@@ -196,7 +193,7 @@ pub fn perplexity(
     }
     let (mut nll, mut n) = (0f64, 0usize);
     for chunk in rows.chunks(4) {
-        for s in score_continuations(asker.model, pad_id(asker.tokenizer), chunk)? {
+        for s in score_continuations(asker.model, asker.tokenizer.padding_id(), chunk)? {
             nll -= s.sum;
             n += s.tokens;
         }

@@ -17,6 +17,7 @@ use engram_model::LoadedModel;
 use engram_tokenizer::Message;
 use engram_train::{CrossEntropy, DeviceBatches, Length, StepMetrics, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::probe::user_turn;
 use crate::{EvalError, Item, QuestionKind};
@@ -293,18 +294,14 @@ pub fn train_adapter(
     }
     let io = |path: PathBuf| move |source| EvalError::Io { path, source };
     std::fs::create_dir_all(out).map_err(io(out.to_path_buf()))?;
-    let mut jsonl = String::new();
-    for e in examples {
-        jsonl.push_str(&serde_json::to_string(e).expect("examples serialize"));
-        jsonl.push('\n');
-    }
+    let jsonl = crate::harness::jsonl(examples);
     let data_path = out.join(TRAIN_DATA_FILE);
     write_file_atomically(&data_path, jsonl.as_bytes()).map_err(io(data_path.clone()))?;
 
     let lm = &mut *env.model;
     let tokenized =
         tokenize_examples(&lm.tokenizer, &lm.chat_template, examples, settings.max_len)?;
-    let pad = crate::likelihood::pad_id(&lm.tokenizer);
+    let pad = lm.tokenizer.padding_id();
     let batcher = Batcher::new(
         tokenized.examples,
         BatchConfig {
@@ -336,9 +333,9 @@ pub fn train_adapter(
     };
     let resume = out.join("checkpoint").is_dir();
     let data_id = format!(
-        "{} examples, fnv {:016x}, previous {:?}",
+        "sha256:{:x} ({} examples), previous {:?}",
+        Sha256::digest(jsonl.as_bytes()),
         examples.len(),
-        fnv1a(jsonl.as_bytes()),
         previous
     );
     let source = DeviceBatches {
@@ -358,13 +355,6 @@ pub fn train_adapter(
     lm.model.remove_adapter(ADAPTER_NAME)?;
     result?;
     Ok(Injection::Adapter(out.to_path_buf()))
-}
-
-/// FNV-1a: identifies the training data for resume checks (not a security hash).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Methods by name, in the order they were registered.

@@ -9,7 +9,7 @@ use engram_model::{GenerationConfig, Llama, ModelError, generate};
 use engram_tokenizer::{ChatTemplate, Message, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::likelihood::{Continuation, continuation, host_f32, pad_id, score_continuations};
+use crate::likelihood::{Continuation, continuation, host_f32, score_continuations};
 use crate::{Item, Question, best_option, contains_answer, exact_match, token_f1};
 
 /// The model, tokenizer and chat template a probe asks.
@@ -61,6 +61,14 @@ pub struct QuestionScores {
     pub exact_match: bool,
     pub contains: bool,
     pub f1: f64,
+}
+
+/// How an answer is generated, for questions and locality alike: greedy, cut at the end of the first line.
+pub fn answer_config(max_new_tokens: usize) -> GenerationConfig {
+    GenerationConfig {
+        stop_strings: vec!["\n".into()],
+        ..GenerationConfig::greedy(max_new_tokens)
+    }
 }
 
 /// The user turn for `question`, with `context` before it when given.
@@ -136,7 +144,7 @@ fn probe_chunk(
     cfg: &ProbeConfig,
 ) -> Result<Vec<QuestionScores>, ModelError> {
     let tok = asker.tokenizer;
-    let pad = pad_id(tok);
+    let pad = tok.padding_id();
     let ctx = |item: &Item| with_context.then(|| item.context.clone());
 
     // Likelihood and token accuracy: one row per option.
@@ -202,12 +210,13 @@ fn probe_chunk(
             .collect()
     };
 
-    // Greedy chat answers, cut at the end of the first line.
-    let gen_cfg = GenerationConfig {
-        stop_strings: vec!["\n".into()],
-        ..GenerationConfig::greedy(cfg.max_new_tokens)
-    };
-    let generations = generate(asker.model, tok, &prompts, &gen_cfg, &mut |_, _| {})?;
+    let generations = generate(
+        asker.model,
+        tok,
+        &prompts,
+        &answer_config(cfg.max_new_tokens),
+        &mut |_, _| {},
+    )?;
 
     let mut out = Vec::with_capacity(chunk.len());
     for (k, ((_, q), g)) in chunk.iter().zip(generations).enumerate() {

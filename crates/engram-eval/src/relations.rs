@@ -165,7 +165,8 @@ fn option_error(n: usize, reason: String) -> EvalError {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Randomness: splitmix64, written out so the dataset never changes with a dependency's version.
+// Randomness: the project's own splitmix64 (engram-model), so the dataset never changes with a dependency's
+// version.
 
 struct Rng(u64);
 
@@ -174,12 +175,11 @@ impl Rng {
         Self(seed)
     }
 
+    /// The splitmix64 sequence: the state advances by the golden-ratio increment, the output is its mix.
     fn next(&mut self) -> u64 {
+        let out = engram_model::splitmix64(self.0);
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        out
     }
 
     /// Uniform in `0..n` (n > 0), by the high half of a 128-bit product (bias below 2^-50 for our n).

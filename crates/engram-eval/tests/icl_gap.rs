@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
+use engram_eval::probe::chat_prompt;
 use engram_eval::{QuestionKind, best_option, read_items, read_splits, score_options};
 use engram_model::{Device, load_model};
-use engram_tokenizer::Message;
 
 #[test]
 fn in_context_beats_base_on_direct_questions() {
@@ -31,15 +31,9 @@ fn in_context_beats_base_on_direct_questions() {
         {
             let right = q.options.iter().position(|o| o == &q.answer).unwrap();
             for (with_context, hits) in [(false, &mut base), (true, &mut icl)] {
-                let user = if with_context {
-                    format!("{}\n\n{}", item.context, q.question)
-                } else {
-                    q.question.clone()
-                };
-                let prompt = m
-                    .chat_template
-                    .render(&[Message::user(user)], true)
-                    .unwrap();
+                // The prompt every eval condition uses.
+                let context = with_context.then_some(item.context.as_str());
+                let prompt = chat_prompt(&m.chat_template, context, &q.question).unwrap();
                 let scores = score_options(&m.model, &m.tokenizer, &prompt, &q.options).unwrap();
                 if best_option(&scores) == Some(right) {
                     *hits += 1;

@@ -17,7 +17,11 @@ fn plain(model: &Llama, ids: &[u32]) -> Vec<(f64, u32)> {
     let batch = left_padded_batch(&[ids.to_vec()], 0, &model.device()).unwrap();
     let logits = model.forward(batch.input, None, Logits::All);
     let v = logits.dims()[2];
-    let values: Vec<f32> = logits.into_data().convert::<f32>().to_vec().unwrap();
+    let values: Vec<f32> = logits
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap();
     (1..ids.len())
         .map(|j| {
             let row = &values[(j - 1) * v..j * v];

@@ -275,10 +275,7 @@ pub fn generate(
 ) -> Result<Vec<Generation>, ModelError> {
     cfg.validate()?;
     let device = model.device();
-    let pad_id = tokenizer
-        .pad_id()
-        .or_else(|| tokenizer.eos_ids().first().copied())
-        .unwrap_or(0);
+    let pad_id = tokenizer.padding_id();
     let batch = left_padded_batch(prompts, pad_id, &device)?;
     let b = prompts.len();
     let prompt_len = batch.input.tokens.dims()[1];

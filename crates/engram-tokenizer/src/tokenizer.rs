@@ -311,6 +311,14 @@ impl Tokenizer {
         self.pad_id
     }
 
+    /// The id to pad batches with: the padding id, else the first end-of-sequence id, else 0 (padded positions
+    /// are masked, so only a valid id is needed).
+    pub fn padding_id(&self) -> u32 {
+        self.pad_id
+            .or_else(|| self.eos_ids.first().copied())
+            .unwrap_or(0)
+    }
+
     /// The model's own chat template, if it ships one that compiles.
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.chat_template.as_ref()
