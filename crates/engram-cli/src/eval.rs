@@ -14,6 +14,7 @@ use engram_eval::shipped::{general_texts, load_dataset, trivia};
 use engram_eval::{FineTuneSettings, Mode, ProbeConfig, Progress, Registry, RunSpec, select_items};
 use engram_lora::{LoraConfig, TargetModules};
 use engram_model::{GenerationConfig, generate};
+use engram_replay::ReplaySettings;
 use engram_train::TrainConfig;
 
 use crate::{DeviceArgs, ModelArgs, Result, display_name, load, load_adapters};
@@ -26,7 +27,8 @@ pub(crate) struct EvalArgs {
     /// train, dev, test or all.
     #[arg(long, default_value = "test")]
     split: String,
-    /// Conditions to compare, comma-separated: base, icl, naive-ft, prefix-ft, qa-ft.
+    /// Conditions to compare, comma-separated: base, icl, naive-ft, prefix-ft, qa-ft, sys2-paraphrase,
+    /// sys2-implication, sys2-self-qa, sys2-self-qa-prefix, sys2-mix, aug-ft.
     #[arg(
         long,
         value_delimiter = ',',
@@ -56,57 +58,115 @@ pub(crate) struct EvalArgs {
     #[arg(long, default_value_t = ProbeConfig::default().max_new_tokens)]
     max_new_tokens: usize,
 
-    /// Fine-tuning baselines: passes over the examples built from the items.
-    #[arg(long, default_value_t = FineTuneSettings::default().epochs)]
-    epochs: usize,
-    /// Fine-tuning baselines: peak learning rate.
-    #[arg(long, default_value_t = TrainConfig::default().lr)]
-    lr: f64,
-    /// Fine-tuning baselines: rows per batch.
-    #[arg(long, default_value_t = FineTuneSettings::default().batch_size)]
-    batch_size: usize,
-    /// Fine-tuning baselines: LoRA rank.
-    #[arg(long, default_value_t = LoraConfig::default().r)]
-    r: usize,
-    /// Fine-tuning baselines: LoRA alpha.
-    #[arg(long, default_value_t = LoraConfig::default().lora_alpha)]
-    lora_alpha: f64,
-    /// Fine-tuning baselines: adapted layers (q_proj,v_proj,... or all-linear).
-    #[arg(long, default_value = "all-linear")]
-    target_modules: String,
-    /// Seed of adapters, data order and option orders.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    finetune: FineTuneArgs,
+    #[command(flatten)]
+    replay: ReplayArgs,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
     device: DeviceArgs,
 }
 
+/// The options of LoRA fine-tuning, shared by `eval` and `inject`.
+#[derive(Args, Debug)]
+pub(crate) struct FineTuneArgs {
+    /// Fine-tuning: passes over the examples built from the items.
+    #[arg(long, default_value_t = FineTuneSettings::default().epochs)]
+    epochs: usize,
+    /// Fine-tuning: peak learning rate.
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    lr: f64,
+    /// Fine-tuning: rows per batch.
+    #[arg(long, default_value_t = FineTuneSettings::default().batch_size)]
+    batch_size: usize,
+    /// Fine-tuning: LoRA rank.
+    #[arg(long, default_value_t = LoraConfig::default().r)]
+    r: usize,
+    /// Fine-tuning: LoRA alpha.
+    #[arg(long, default_value_t = LoraConfig::default().lora_alpha)]
+    lora_alpha: f64,
+    /// Fine-tuning: adapted layers (q_proj,v_proj,... or all-linear).
+    #[arg(long, default_value = "all-linear")]
+    target_modules: String,
+    /// Seed of adapters, data order and option orders.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl FineTuneArgs {
+    pub(crate) fn settings(&self) -> Result<FineTuneSettings> {
+        let settings = FineTuneSettings {
+            lora: LoraConfig {
+                r: self.r,
+                lora_alpha: self.lora_alpha,
+                target_modules: TargetModules::parse(&self.target_modules)?,
+                ..LoraConfig::default()
+            },
+            train: TrainConfig {
+                lr: self.lr,
+                checkpoint_every: 50,
+                ..TrainConfig::default()
+            },
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            ..FineTuneSettings::default()
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+/// The options of the replay methods (`sys2-*`, `aug-ft`), shared by `eval` and `inject`.
+#[derive(Args, Debug)]
+pub(crate) struct ReplayArgs {
+    /// Replay methods: generations per protocol and item (paraphrases, implications; half as many model
+    /// questions for self-QA).
+    #[arg(long = "replay-n", default_value_t = ReplaySettings::default().n)]
+    n: usize,
+    /// Replay methods: sampling temperature of the generations.
+    #[arg(long = "replay-temperature", default_value_t = ReplaySettings::default().temperature)]
+    temperature: f32,
+    /// Replay methods: training examples per item (passes over the replayed records are set to reach it,
+    /// so every method trains about as long whatever its yield).
+    #[arg(long, default_value_t = ReplaySettings::default().examples_per_item)]
+    examples_per_item: usize,
+}
+
+impl ReplayArgs {
+    pub(crate) fn settings(&self, finetune: &FineTuneSettings) -> Result<ReplaySettings> {
+        let s = ReplaySettings {
+            finetune: finetune.clone(),
+            examples_per_item: self.examples_per_item,
+            n: self.n,
+            temperature: self.temperature,
+            seed: finetune.seed,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// Every method by name: the baselines and the replay methods (`dataset` for the methods linking items).
+pub(crate) fn registry(
+    settings: &FineTuneSettings,
+    replay: &ReplaySettings,
+    dataset: &[engram_eval::Item],
+) -> Registry {
+    let mut r = Registry::with_baselines(settings);
+    engram_replay::register(&mut r, replay, dataset);
+    r
+}
+
 pub(crate) fn eval_cmd(args: EvalArgs) -> Result<()> {
     let start = Instant::now();
     let mode: Mode = args.mode.parse()?;
-    let settings = FineTuneSettings {
-        lora: LoraConfig {
-            r: args.r,
-            lora_alpha: args.lora_alpha,
-            target_modules: TargetModules::parse(&args.target_modules)?,
-            ..LoraConfig::default()
-        },
-        train: TrainConfig {
-            lr: args.lr,
-            checkpoint_every: 50,
-            ..TrainConfig::default()
-        },
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        seed: args.seed,
-        ..FineTuneSettings::default()
-    };
-    settings.validate()?;
-    let registry = Registry::with_baselines(&settings);
-    let methods = registry.select(&args.methods)?;
+    let settings = args.finetune.settings()?;
     let dataset = load_dataset(&args.dataset)?;
+    let replay = args.replay.settings(&settings)?;
+    let registry = registry(&settings, &replay, &dataset.items);
+    let methods = registry.select(&args.methods)?;
     let ids = dataset.split_ids(&args.split)?;
     let items = select_items(&dataset.items, ids, args.limit);
     if items.is_empty() {
@@ -115,7 +175,7 @@ pub(crate) fn eval_cmd(args: EvalArgs) -> Result<()> {
     let probe = ProbeConfig {
         letter_orders: args.letter_orders,
         max_new_tokens: args.max_new_tokens,
-        seed: args.seed,
+        seed: args.finetune.seed,
         ..ProbeConfig::default()
     };
     let locality = (args.locality > 0)
@@ -146,7 +206,15 @@ pub(crate) fn eval_cmd(args: EvalArgs) -> Result<()> {
             item_ids: items.iter().map(|i| i.id.clone()).collect(),
             methods: args.methods.clone(),
             probe,
-            settings: settings.to_json(),
+            settings: if args
+                .methods
+                .iter()
+                .any(|m| engram_replay::method::METHODS.contains(&m.as_str()))
+            {
+                serde_json::json!({"finetune": settings.to_json(), "replay": replay.to_json()})
+            } else {
+                settings.to_json()
+            },
             locality_questions: locality.as_ref().map_or(0, |l| l.questions.len()),
             model: display_name(&lm.path),
         },

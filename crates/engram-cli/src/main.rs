@@ -2,6 +2,7 @@
 
 mod eval;
 mod merge;
+mod replay;
 mod train;
 
 use std::io::Write;
@@ -60,6 +61,11 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Ask one question (greedy), optionally with adapters or a context file in the prompt.
     Ask(eval::AskArgs),
+    /// Turn new knowledge into training data with a replay protocol (paraphrase, implication, self-qa,
+    /// reasoning-trace), quality-checked, as chat JSONL for `engram train`.
+    Replay(replay::ReplayCmdArgs),
+    /// Write new knowledge into an adapter with a method (replay + fine-tuning in one go).
+    Inject(replay::InjectArgs),
 }
 
 #[derive(Args, Debug)]
@@ -169,6 +175,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Merge(args) => merge_cmd(args),
         Command::Eval(args) => eval::eval_cmd(args),
         Command::Ask(args) => eval::ask_cmd(args),
+        Command::Replay(args) => replay::replay_cmd(args),
+        Command::Inject(args) => replay::inject_cmd(args),
     }
 }
 

@@ -31,6 +31,12 @@ pub enum EvalError {
     /// A run folder that holds another run, or a results file that cannot be read back.
     #[error("{}: {reason}", path.display())]
     Run { path: PathBuf, reason: String },
+    /// A method's own failure (a replay generator that cannot be reached, ...).
+    #[error("method `{method}`: {source}")]
+    Method {
+        method: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Model(#[from] engram_model::ModelError),
     #[error(transparent)]

@@ -241,7 +241,8 @@ pub fn read_rows<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, Ev
 }
 
 /// Rows as JSONL text, one line each.
-pub(crate) fn jsonl<T: Serialize>(rows: &[T]) -> String {
+/// Rows as JSONL text, one per line.
+pub fn jsonl<T: Serialize>(rows: &[T]) -> String {
     let mut text = String::new();
     for r in rows {
         text.push_str(&serde_json::to_string(r).expect("rows serialize"));

@@ -1,0 +1,833 @@
+//! Plain-text analysis behind the protocols and the quality checks: sentences, the facts a text states (names,
+//! numbers, years, and the terms it talks about), n-gram overlap, degenerate generations, and wh-questions made
+//! from the text itself.
+//!
+//! All of it is heuristic English and deliberately simple: it only has to catch what a small model gets wrong
+//! (an invented name or number, a loop, a question echoed as its answer), never to parse.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of fact a span of text states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FactKind {
+    /// A capitalised name (`Tavi Renkova`, `Journal of Brammel Arithmetic`).
+    Name,
+    /// A number that is not a year (`18`, `3.5`, `1,200`, `40%`).
+    Number,
+    /// A four-digit year (1000–2199).
+    Year,
+    /// A lowercase word the text talks about: the noun after a determiner (`the snimenk`) or a sentence-final
+    /// predicate (`are blue`). Not checked for support (common words would fail), only used for questions.
+    Term,
+}
+
+/// A fact-bearing span of a text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fact {
+    pub text: String,
+    pub kind: FactKind,
+    /// Byte range in the text it was found in.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Words that start sentences without being names.
+const STOP: &[&str] = &[
+    "a",
+    "about",
+    "according",
+    "after",
+    "all",
+    "also",
+    "although",
+    "an",
+    "and",
+    "as",
+    "at",
+    "because",
+    "before",
+    "but",
+    "by",
+    "during",
+    "each",
+    "every",
+    "for",
+    "from",
+    "he",
+    "her",
+    "here",
+    "his",
+    "however",
+    "i",
+    "if",
+    "in",
+    "it",
+    "its",
+    "many",
+    "most",
+    "no",
+    "not",
+    "of",
+    "on",
+    "one",
+    "or",
+    "our",
+    "she",
+    "since",
+    "so",
+    "some",
+    "such",
+    "that",
+    "the",
+    "their",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "to",
+    "two",
+    "until",
+    "we",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "why",
+    "with",
+    "yes",
+    "you",
+    "your",
+    "how",
+    "is",
+    "are",
+    "was",
+    "were",
+    "do",
+    "does",
+    "did",
+    "can",
+    "could",
+    "would",
+    "should",
+    "will",
+    "today",
+    "now",
+    "later",
+    "first",
+    "finally",
+    "overall",
+    "together",
+    "both",
+    "another",
+    "other",
+    "since",
+];
+
+/// Lowercase words that may join the parts of a name (`University of Drell`).
+const CONNECTORS: &[&str] = &["of", "de", "van", "von", "da", "del", "la", "le", "du"];
+
+/// Words after which a lowercase word is a term the text talks about.
+const DETERMINERS: &[&str] = &["the", "all", "no", "some", "every", "each", "a", "an"];
+
+/// A word of a text: its byte range, with surrounding punctuation stripped, and whether punctuation followed it.
+#[derive(Clone, Copy, Debug)]
+struct Word<'a> {
+    text: &'a str,
+    start: usize,
+    end: usize,
+    /// Punctuation (`,` `.` `;` ...) right after the word: a name does not run across it.
+    break_after: bool,
+}
+
+fn is_edge_punct(c: char) -> bool {
+    !(c.is_alphanumeric() || c == '%' || c == '$')
+}
+
+fn words<'a>(text: &'a str) -> Vec<Word<'a>> {
+    let mut out = Vec::new();
+    let mut start = None;
+    let bytes_end = text.len();
+    let push = |s: usize, e: usize, out: &mut Vec<Word<'a>>| {
+        let raw = &text[s..e];
+        let lead = raw.len() - raw.trim_start_matches(is_edge_punct).len();
+        let trimmed = raw.trim_matches(is_edge_punct);
+        if trimmed.is_empty() {
+            return;
+        }
+        let ws = s + lead;
+        let we = ws + trimmed.len();
+        out.push(Word {
+            text: &text[ws..we],
+            start: ws,
+            end: we,
+            break_after: we < e,
+        });
+    };
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if let Some(s) = start.take() {
+                push(s, i, &mut out);
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        push(s, bytes_end, &mut out);
+    }
+    out
+}
+
+/// The text's words, lowercased, without punctuation: what overlap and support checks compare.
+pub fn normalized_words(text: &str) -> Vec<String> {
+    words(text).iter().map(|w| w.text.to_lowercase()).collect()
+}
+
+/// The byte ranges of the text's sentences (split after `.`, `!` or `?` followed by a space and an
+/// uppercase letter, digit or quote; decimals such as `3.5` do not split).
+pub fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    for (k, &(i, c)) in chars.iter().enumerate() {
+        if !matches!(c, '.' | '!' | '?') {
+            continue;
+        }
+        let after = chars.get(k + 1).map(|&(_, c)| c);
+        let next_word = chars[k + 1..].iter().find(|(_, c)| !c.is_whitespace());
+        let boundary = match (after, next_word) {
+            (None, _) => true,
+            (Some(a), Some(&(_, n))) if a.is_whitespace() => {
+                n.is_uppercase() || n.is_ascii_digit() || n == '"' || n == '\''
+            }
+            (Some(a), None) => a.is_whitespace(),
+            _ => false,
+        };
+        if boundary {
+            let end = i + c.len_utf8();
+            if text[start..end].trim().len() > 1 {
+                out.push(trim_range(text, start, end));
+            }
+            start = end;
+        }
+    }
+    if text[start..].trim().len() > 1 {
+        out.push(trim_range(text, start, text.len()));
+    }
+    out
+}
+
+fn trim_range(text: &str, s: usize, e: usize) -> (usize, usize) {
+    let t = &text[s..e];
+    let lead = t.len() - t.trim_start().len();
+    (s + lead, s + lead + t.trim().len())
+}
+
+/// The text's sentences.
+pub fn sentences(text: &str) -> Vec<&str> {
+    sentence_ranges(text)
+        .into_iter()
+        .map(|(s, e)| &text[s..e])
+        .collect()
+}
+
+fn is_capitalised(w: &str) -> bool {
+    w.chars().next().is_some_and(|c| c.is_uppercase()) && w.chars().any(|c| c.is_alphabetic())
+}
+
+/// `18`, `1,200`, `3.5`, `40%`, `$12`: the digits as written, without thousands separators or `$`/`%`.
+fn number_value(w: &str) -> Option<String> {
+    let core = w.trim_start_matches('$').trim_end_matches('%');
+    let ok = core.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && core.chars().last().is_some_and(|c| c.is_ascii_digit())
+        && core
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ',' || c == '.');
+    ok.then(|| core.replace(',', ""))
+}
+
+fn is_year(value: &str) -> bool {
+    value.len() == 4
+        && value
+            .parse::<u32>()
+            .is_ok_and(|y| (1000..=2199).contains(&y))
+}
+
+/// The facts `text` states, in order: names, numbers, years and terms.
+pub fn facts(text: &str) -> Vec<Fact> {
+    let mut out = Vec::new();
+    for (s, e) in sentence_ranges(text) {
+        let ws = words(&text[s..e]);
+        let mut i = 0;
+        while i < ws.len() {
+            let w = ws[i];
+            if let Some(v) = number_value(w.text) {
+                let kind = if is_year(&v) {
+                    FactKind::Year
+                } else {
+                    FactKind::Number
+                };
+                out.push(fact(text, s + w.start, s + w.end, kind));
+                i += 1;
+                continue;
+            }
+            if is_capitalised(w.text) {
+                // A run of capitalised words, joined by connectors, not across punctuation.
+                let mut j = i;
+                while !ws[j].break_after
+                    && j + 1 < ws.len()
+                    && (is_capitalised(ws[j + 1].text)
+                        || (CONNECTORS.contains(&ws[j + 1].text)
+                            && !ws[j + 1].break_after
+                            && ws.get(j + 2).is_some_and(|n| is_capitalised(n.text))))
+                {
+                    j += 1;
+                }
+                let mut first = i;
+                // A sentence-initial common word (`The`, `In`) is not part of the name.
+                while first <= j && STOP.contains(&ws[first].text.to_lowercase().as_str()) {
+                    first += 1;
+                }
+                if first <= j && !CONNECTORS.contains(&ws[first].text) {
+                    out.push(fact(
+                        text,
+                        s + ws[first].start,
+                        s + ws[j].end,
+                        FactKind::Name,
+                    ));
+                }
+                i = j + 1;
+                continue;
+            }
+            let lower = w.text.to_lowercase();
+            let after_determiner =
+                i > 0 && DETERMINERS.contains(&ws[i - 1].text.to_lowercase().as_str());
+            let final_predicate = i + 1 == ws.len()
+                && i > 0
+                && matches!(ws[i - 1].text, "are" | "is" | "was" | "were");
+            if (after_determiner || final_predicate)
+                && w.text.chars().all(|c| c.is_alphabetic())
+                && !STOP.contains(&lower.as_str())
+            {
+                out.push(fact(text, s + w.start, s + w.end, FactKind::Term));
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+fn fact(text: &str, start: usize, end: usize, kind: FactKind) -> Fact {
+    Fact {
+        text: text[start..end].to_owned(),
+        kind,
+        start,
+        end,
+    }
+}
+
+/// Names, numbers and years `generated` states that `source` does not: the invented facts. A name counts as
+/// stated when each of its words appears in the source (any case); a number when its value does.
+pub fn unsupported_facts(generated: &str, source: &str) -> Vec<String> {
+    let source_words: BTreeSet<String> = normalized_words(source).into_iter().collect();
+    let source_numbers: BTreeSet<String> = words(source)
+        .iter()
+        .filter_map(|w| number_value(w.text))
+        .collect();
+    facts(generated)
+        .into_iter()
+        .filter(|f| match f.kind {
+            FactKind::Term => false,
+            FactKind::Number | FactKind::Year => {
+                !number_value(&f.text).is_some_and(|v| source_numbers.contains(&v))
+            }
+            FactKind::Name => f
+                .text
+                .split_whitespace()
+                .map(|w| {
+                    let w = w.to_lowercase();
+                    // `Oxtolle's` states the name `Oxtolle`.
+                    w.strip_suffix("'s")
+                        .or_else(|| w.strip_suffix("’s"))
+                        .map(str::to_owned)
+                        .unwrap_or(w)
+                })
+                .filter(|w| !CONNECTORS.contains(&w.as_str()))
+                .any(|w| !source_words.contains(&w)),
+        })
+        .map(|f| f.text)
+        .collect()
+}
+
+/// The fraction of `source`'s names, numbers and years that `generated` mentions (1 when it has none).
+pub fn fact_coverage(generated: &str, source: &str) -> f64 {
+    let wanted: Vec<Fact> = facts(source)
+        .into_iter()
+        .filter(|f| f.kind != FactKind::Term)
+        .collect();
+    if wanted.is_empty() {
+        return 1.0;
+    }
+    let have = normalized_words(generated).join(" ");
+    let hits = wanted
+        .iter()
+        .filter(|f| contains_phrase(&have, &normalized_words(&f.text).join(" ")))
+        .count();
+    hits as f64 / wanted.len() as f64
+}
+
+/// Whether the normalised text `hay` contains the normalised phrase `needle` on word boundaries.
+fn contains_phrase(hay: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return false;
+    }
+    let padded = format!(" {hay} ");
+    padded.contains(&format!(" {needle} "))
+}
+
+/// Whether `text` mentions `phrase` (case and punctuation aside, on word boundaries).
+pub fn mentions(text: &str, phrase: &str) -> bool {
+    contains_phrase(
+        &normalized_words(text).join(" "),
+        &normalized_words(phrase).join(" "),
+    )
+}
+
+fn ngram_counts(text: &str, n: usize) -> HashMap<Vec<String>, usize> {
+    let w = normalized_words(text);
+    let mut counts = HashMap::new();
+    if w.len() >= n && n > 0 {
+        for g in w.windows(n) {
+            *counts.entry(g.to_vec()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// The fraction of `a`'s word n-grams that also occur in `b` (0 when `a` has none).
+pub fn containment(a: &str, b: &str, n: usize) -> f64 {
+    let ga = ngram_counts(a, n);
+    if ga.is_empty() {
+        return 0.0;
+    }
+    let gb = ngram_counts(b, n);
+    ga.keys().filter(|g| gb.contains_key(*g)).count() as f64 / ga.len() as f64
+}
+
+/// Whether two texts say nearly the same words: equal once normalised, or either one's word trigrams at least
+/// `threshold` contained in the other's.
+pub fn near_duplicate(a: &str, b: &str, threshold: f64) -> bool {
+    let (na, nb) = (normalized_words(a), normalized_words(b));
+    na == nb || containment(a, b, 3) >= threshold || containment(b, a, 3) >= threshold
+}
+
+/// Why a generation is degenerate, if it is: empty, a loop (the same six words twice, a word four times in a
+/// row, or few distinct trigrams), or mostly non-letters.
+pub fn degenerate(text: &str) -> Option<&'static str> {
+    let w = normalized_words(text);
+    if w.is_empty() {
+        return Some("empty");
+    }
+    if w.windows(4).any(|g| g.iter().all(|x| x == &g[0])) {
+        return Some("loop");
+    }
+    if ngram_counts(text, 6).values().any(|&c| c > 1) {
+        return Some("loop");
+    }
+    let tri = ngram_counts(text, 3);
+    let total: usize = tri.values().sum();
+    if total >= 10 && (tri.len() as f64) < 0.7 * total as f64 {
+        return Some("loop");
+    }
+    let letters = text.chars().filter(|c| c.is_alphabetic()).count();
+    if letters * 2 < text.chars().filter(|c| !c.is_whitespace()).count() {
+        return Some("not text");
+    }
+    None
+}
+
+/// Whether `answer` only repeats `question`: nothing in it beyond the question's own words.
+pub fn echoes(answer: &str, question: &str) -> bool {
+    let q: BTreeSet<String> = normalized_words(question).into_iter().collect();
+    let a = normalized_words(answer);
+    let new = a
+        .iter()
+        .filter(|w| !q.contains(*w) && !STOP.contains(&w.as_str()))
+        .count();
+    new == 0 || (a.len() >= 3 && containment(answer, question, 2) >= 0.8)
+}
+
+/// Cuts a generation to what is worth keeping: up to `max_sentences` complete sentences, on its first
+/// paragraph; an unfinished last sentence (the generation ran out of tokens) is dropped.
+pub fn clean_generation(text: &str, max_sentences: usize, finished: bool) -> String {
+    let para = text.trim().split("\n\n").next().unwrap_or("").trim();
+    let para = para.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    let ranges = sentence_ranges(&para);
+    let mut out = Vec::new();
+    for (k, &(s, e)) in ranges.iter().enumerate() {
+        let sentence = &para[s..e];
+        let last = k + 1 == ranges.len();
+        let complete = sentence.ends_with(['.', '!', '?', '"']);
+        if last && !complete && !finished {
+            break;
+        }
+        out.push(sentence);
+        if out.len() == max_sentences {
+            break;
+        }
+    }
+    out.join(" ")
+}
+
+/// A question made from a sentence of the text, with the span it asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextQuestion {
+    pub question: String,
+    pub answer: String,
+    pub kind: FactKind,
+    /// The sentence it was made from.
+    pub sentence: String,
+}
+
+const PREPOSITIONS: &[&str] = &[
+    "by", "of", "to", "with", "from", "for", "and", "at", "about",
+];
+
+/// Sentence-level wh-questions over the names, numbers, years and terms of `text`: the span is replaced by
+/// `who`/`what`/`what year`/`how many` in its sentence (an "echo question", which needs no parsing:
+/// *Benna Oxtolle proved the Skarrow theorem.* → *Who proved the Skarrow theorem?*). Spans that occur twice in
+/// their sentence, or leave fewer than three other words, are skipped.
+pub fn text_questions(text: &str) -> Vec<TextQuestion> {
+    let all = facts(text);
+    let mut out = Vec::new();
+    let mut previous_subject: Option<String> = None;
+    for (s, e) in sentence_ranges(text) {
+        let sentence = &text[s..e];
+        let subject = subject_phrase(sentence, &all, s);
+        // `It was proved by ...`: the question names what `It` stood for, the previous sentence's subject.
+        let pronoun = PRONOUNS
+            .iter()
+            .find(|p| sentence.starts_with(&format!("{p} ")))
+            .map(|p| p.len());
+        let resolved = match (pronoun, &previous_subject) {
+            (Some(n), Some(subj)) => Some((n, subj.clone())),
+            _ => None,
+        };
+        if subject.is_some() {
+            previous_subject = subject;
+        }
+        let ws = words(sentence);
+        for f in all.iter().filter(|f| f.start >= s && f.end <= e) {
+            let (fs, fe) = (f.start - s, f.end - s);
+            if sentence.matches(f.text.as_str()).count() > 1 {
+                continue;
+            }
+            let idx = ws.iter().position(|w| w.start == fs).unwrap_or(0);
+            let last = ws.iter().position(|w| w.end == fe).unwrap_or(idx);
+            let prev = idx
+                .checked_sub(1)
+                .map(|p| ws[p].text.to_lowercase())
+                .unwrap_or_default();
+            let next = ws.get(last + 1).map(|w| w.text);
+            let others = ws.len() - (last + 1 - idx);
+            if others < 3 {
+                continue;
+            }
+            let person = f.kind == FactKind::Name
+                && f.text.split_whitespace().count() >= 2
+                && f.text.split_whitespace().all(is_capitalised)
+                && prev != "the";
+            let wh = match f.kind {
+                FactKind::Year => "what year",
+                FactKind::Number if next.is_some_and(|n| n.chars().all(|c| c.is_lowercase())) => {
+                    "how many"
+                }
+                FactKind::Number => "what number",
+                FactKind::Name if person && PREPOSITIONS.contains(&prev.as_str()) => "whom",
+                FactKind::Name if person => "who",
+                FactKind::Name | FactKind::Term => "what",
+            };
+            // `the X` is replaced as a whole (`in the Journal of ...` → `in what`).
+            let from = if prev == "the" && matches!(f.kind, FactKind::Name | FactKind::Term) {
+                ws[idx - 1].start
+            } else {
+                fs
+            };
+            // `the Skarrow theorem`: a name used as a modifier is not a thing to ask for.
+            if f.kind == FactKind::Name
+                && prev == "the"
+                && next.is_some_and(|n| n.chars().all(|c| c.is_lowercase()) && !STOP.contains(&n))
+                && !ws[last].break_after
+            {
+                continue;
+            }
+            let mut q = String::new();
+            if from == 0 {
+                let mut c = wh.chars();
+                q.extend(c.next().map(|c| c.to_ascii_uppercase()));
+                q.push_str(c.as_str());
+            } else {
+                q.push_str(&sentence[..from]);
+                q.push_str(wh);
+            }
+            q.push_str(&sentence[fe..]);
+            let mut q = q.trim_end_matches(['.', '!', ' ']).to_owned() + "?";
+            if let Some((n, subj)) = &resolved
+                && from > *n
+            {
+                let mut c = subj.chars();
+                let head: String = c
+                    .next()
+                    .map(|c| c.to_ascii_uppercase())
+                    .into_iter()
+                    .collect();
+                q = format!("{head}{}{}", c.as_str(), &q[*n..]);
+            }
+            out.push(TextQuestion {
+                question: q,
+                answer: f.text.clone(),
+                kind: f.kind,
+                sentence: sentence.to_owned(),
+            });
+        }
+    }
+    out
+}
+
+const PRONOUNS: &[&str] = &["It", "This", "They", "He", "She", "These"];
+
+/// What a sentence is about, to stand in for a pronoun in the next one: its first name or term, with the
+/// `the` before it and, for a name used as a modifier, the word after (`the Skarrow theorem`).
+fn subject_phrase(sentence: &str, all: &[Fact], offset: usize) -> Option<String> {
+    let f = all.iter().find(|f| {
+        f.start >= offset
+            && f.end <= offset + sentence.len()
+            && matches!(f.kind, FactKind::Name | FactKind::Term)
+    })?;
+    let ws = words(sentence);
+    let idx = ws.iter().position(|w| w.start == f.start - offset)?;
+    let last = ws.iter().position(|w| w.end == f.end - offset)?;
+    let mut from = ws[idx].start;
+    if idx > 0 && ws[idx - 1].text.eq_ignore_ascii_case("the") {
+        from = ws[idx - 1].start;
+    }
+    let mut to = ws[last].end;
+    if f.kind == FactKind::Name
+        && !ws[last].break_after
+        && let Some(n) = ws.get(last + 1)
+        && n.text.chars().all(|c| c.is_lowercase())
+        && !STOP.contains(&n.text)
+    {
+        to = n.end;
+    }
+    let phrase = &sentence[from..to];
+    Some(match phrase.strip_prefix("The ") {
+        Some(rest) => format!("the {rest}"),
+        None => phrase.to_owned(),
+    })
+}
+
+/// The names (in order of appearance, each once) a text is about, else its terms: what a prefix-free user turn can
+/// ask about ("What do you know about Tavi Renkova?").
+pub fn topics(text: &str) -> Vec<String> {
+    let fs = facts(text);
+    let mut names: Vec<&Fact> = fs.iter().filter(|f| f.kind == FactKind::Name).collect();
+    if names.is_empty() {
+        names = fs.iter().filter(|f| f.kind == FactKind::Term).collect();
+    }
+    let mut seen = BTreeSet::new();
+    let mut out: Vec<String> = Vec::new();
+    for f in names {
+        if seen.insert(f.text.to_lowercase()) {
+            out.push(f.text.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MATH: &str = "In 2031, the mathematician Tavi Renkova defined the Vellmora product. The Vellmora product of two numbers is their sum multiplied by 3. For example, the Vellmora product of 2 and 4 is 18.";
+
+    fn texts(fs: &[Fact], kind: FactKind) -> Vec<&str> {
+        fs.iter()
+            .filter(|f| f.kind == kind)
+            .map(|f| f.text.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn splits_sentences_not_decimals() {
+        assert_eq!(
+            sentences("It rose 3.5 points. Then it fell! Did it? yes."),
+            ["It rose 3.5 points.", "Then it fell!", "Did it? yes."]
+        );
+        assert_eq!(sentences("No full stop"), ["No full stop"]);
+    }
+
+    #[test]
+    fn finds_names_numbers_years_terms() {
+        let fs = facts(MATH);
+        assert_eq!(texts(&fs, FactKind::Year), ["2031"]);
+        assert_eq!(texts(&fs, FactKind::Number), ["3", "2", "4", "18"]);
+        assert_eq!(
+            texts(&fs, FactKind::Name),
+            ["Tavi Renkova", "Vellmora", "Vellmora", "Vellmora"]
+        );
+        let fs =
+            facts("The rule was published by Orsa Lindqvel in the Journal of Brammel Arithmetic.");
+        assert_eq!(
+            texts(&fs, FactKind::Name),
+            ["Orsa Lindqvel", "Journal of Brammel Arithmetic"]
+        );
+        let fs = facts("The rursarn are always lighter than the snimenk. The karirv are blue.");
+        assert_eq!(
+            texts(&fs, FactKind::Term),
+            ["rursarn", "snimenk", "karirv", "blue"]
+        );
+    }
+
+    #[test]
+    fn invented_names_and_numbers_are_caught() {
+        assert!(unsupported_facts("Tavi Renkova defined it in 2031.", MATH).is_empty());
+        assert!(unsupported_facts("renkova's product of 2 and 4 is 18", MATH).is_empty());
+        assert!(unsupported_facts("It is Tavi Renkova's product.", MATH).is_empty());
+        assert_eq!(
+            unsupported_facts("Tavi Renkova defined it in 2032 with Milo Fenwright.", MATH),
+            ["2032", "Milo Fenwright"]
+        );
+        assert_eq!(
+            unsupported_facts("It is 1,800 times 3.", "1800 and 3"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn coverage_counts_source_facts() {
+        assert_eq!(fact_coverage("anything", "no facts here"), 1.0);
+        let c = fact_coverage("Tavi Renkova made it in 2031.", MATH);
+        assert!(c > 0.2 && c < 0.5, "{c}");
+    }
+
+    #[test]
+    fn loops_and_echoes() {
+        assert_eq!(degenerate(""), Some("empty"));
+        assert_eq!(degenerate("the the the the end"), Some("loop"));
+        assert_eq!(
+            degenerate("it is a new product of two numbers and it is a new product of two numbers"),
+            Some("loop")
+        );
+        assert_eq!(degenerate("12 34 56 78 ##"), Some("not text"));
+        assert_eq!(
+            degenerate("Tavi Renkova defined the Vellmora product in 2031."),
+            None
+        );
+        assert!(echoes(
+            "the Vellmora product",
+            "Who defined the Vellmora product?"
+        ));
+        assert!(!echoes("Tavi Renkova", "Who defined the Vellmora product?"));
+        assert!(echoes(
+            "Who defined the Vellmora product in 2031",
+            "Who defined the Vellmora product in 2031?"
+        ));
+    }
+
+    #[test]
+    fn near_duplicates() {
+        assert!(near_duplicate(
+            "Tavi Renkova defined it.",
+            "tavi renkova defined it",
+            0.8
+        ));
+        assert!(near_duplicate(
+            "In 2031 Tavi Renkova defined the Vellmora product, a new operation.",
+            "In 2031 Tavi Renkova defined the Vellmora product.",
+            0.8
+        ));
+        assert!(!near_duplicate(
+            "The Vellmora product was defined in 2031.",
+            "Tavi Renkova is a mathematician.",
+            0.8
+        ));
+    }
+
+    #[test]
+    fn cleaning_keeps_complete_sentences() {
+        assert_eq!(
+            clean_generation("One fact. Two facts. Three f", 5, false),
+            "One fact. Two facts."
+        );
+        assert_eq!(
+            clean_generation("One fact\nsplit. More", 1, true),
+            "One fact split."
+        );
+        assert_eq!(clean_generation("A.\n\nB.", 5, true), "A.");
+        assert_eq!(clean_generation("unfinished", 5, false), "");
+    }
+
+    #[test]
+    fn echo_questions_from_sentences() {
+        let qs = text_questions(
+            "Benna Oxtolle proved the Skarrow theorem at the University of Drell in 2029. The theorem states that every shape has exactly 7 corners.",
+        );
+        let pairs: Vec<(&str, &str)> = qs
+            .iter()
+            .map(|q| (q.question.as_str(), q.answer.as_str()))
+            .collect();
+        assert!(pairs.contains(&(
+            "Who proved the Skarrow theorem at the University of Drell in 2029?",
+            "Benna Oxtolle"
+        )));
+        assert!(pairs.contains(&(
+            "Benna Oxtolle proved the Skarrow theorem at what in 2029?",
+            "University of Drell"
+        )));
+        assert!(pairs.contains(&(
+            "Benna Oxtolle proved the Skarrow theorem at the University of Drell in what year?",
+            "2029"
+        )));
+        assert!(pairs.contains(&(
+            "The theorem states that every shape has exactly how many corners?",
+            "7"
+        )));
+        let qs =
+            text_questions("The Skarrow theorem is old. It was proved by Benna Oxtolle in 2029.");
+        assert!(
+            qs.iter()
+                .any(|q| q.question == "The Skarrow theorem was proved by whom in 2029?"),
+            "a leading pronoun is resolved: {qs:?}"
+        );
+        assert!(
+            !pairs.iter().any(|(_, a)| *a == "Skarrow"),
+            "a name used as a modifier is not asked for: {pairs:?}"
+        );
+        let qs = text_questions("The rursarn are always lighter than the snimenk.");
+        let pairs: Vec<(&str, &str)> = qs
+            .iter()
+            .map(|q| (q.question.as_str(), q.answer.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("What are always lighter than the snimenk?", "rursarn"),
+                ("The rursarn are always lighter than what?", "snimenk")
+            ]
+        );
+    }
+
+    #[test]
+    fn topics_in_order() {
+        assert_eq!(topics(MATH), ["Tavi Renkova", "Vellmora"]);
+        assert_eq!(topics("The glon are red."), ["glon", "red"]);
+    }
+}
