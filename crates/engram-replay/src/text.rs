@@ -295,7 +295,10 @@ pub fn facts(text: &str) -> Vec<Fact> {
                 while first <= j && STOP.contains(&ws[first].text.to_lowercase().as_str()) {
                     first += 1;
                 }
-                if first <= j && !CONNECTORS.contains(&ws[first].text) {
+                // A lone capitalised word opening a sentence (`Mathematics is ...`) may be any word: only
+                // names of two or more words count there.
+                let lone_opener = first == 0 && first == j;
+                if first <= j && !CONNECTORS.contains(&ws[first].text) && !lone_opener {
                     out.push(fact(
                         text,
                         s + ws[first].start,
