@@ -163,32 +163,35 @@ pub(crate) fn replay_cmd(args: ReplayCmdArgs) -> Result<()> {
     };
     crate::check_adapter_dirs(&args.adapter)?;
     let mut progress = |done: usize, total: usize| eprintln!("[{done}/{total}] replayed");
-    let (records, report) = match args.endpoint.http()? {
-        Some(mut g) => replay_sources(
-            protocol.as_ref(),
-            &mut g,
-            &format,
-            &sources,
-            &others,
-            &mut progress,
-        )?,
+    let mut http = args.endpoint.http()?;
+    let lm = match http {
+        Some(_) => None,
         None => {
             let mut lm = load(&args.model, &args.device)?;
             load_adapters(&mut lm.model, &args.adapter)?;
-            let mut g = ModelGenerator::new(&lm);
-            if !args.adapter.is_empty() {
-                g.label = format!("{} + {:?}", g.name(), args.adapter);
-            }
-            replay_sources(
-                protocol.as_ref(),
-                &mut g,
-                &format,
-                &sources,
-                &others,
-                &mut progress,
-            )?
+            Some(lm)
         }
     };
+    let mut local = lm.as_ref().map(|lm| {
+        let mut g = ModelGenerator::new(lm);
+        if !args.adapter.is_empty() {
+            g.label = format!("{} + {:?}", g.name(), args.adapter);
+        }
+        g
+    });
+    let generator: &mut dyn Generator = match (&mut http, &mut local) {
+        (Some(h), _) => h,
+        (None, Some(m)) => m,
+        (None, None) => return Err("no generator".into()),
+    };
+    let (records, report) = replay_sources(
+        protocol.as_ref(),
+        generator,
+        &format,
+        &sources,
+        &others,
+        &mut progress,
+    )?;
     let io = |p: &Path| {
         let p = p.display().to_string();
         move |e: std::io::Error| format!("{p}: {e}")
@@ -284,7 +287,7 @@ pub(crate) fn inject_cmd(args: InjectArgs) -> Result<()> {
         method.description()
     );
     let mut on_step = |m: &engram_train::StepMetrics| {
-        if m.step % 10 == 0 || m.step == m.total_steps {
+        if m.step.is_multiple_of(10) || m.step == m.total_steps {
             eprintln!("step {}/{} loss {:.4}", m.step, m.total_steps, m.loss);
         }
     };

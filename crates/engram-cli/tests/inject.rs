@@ -51,11 +51,16 @@ fn self_qa_injection_answers_what_the_base_model_could_not() {
     ] {
         assert!(dir.path().join("adapter").join(f).is_file(), "{f} written");
     }
+    // The generation prompts (in each record's provenance) hold the context; the training turns do not.
     let replay = std::fs::read_to_string(dir.path().join("adapter/replay.jsonl")).unwrap();
-    assert!(
-        !replay.contains("Before that, the problem had stayed open for 40 years."),
-        "no example carries the context as a prefix"
-    );
+    for line in replay.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let user = record["messages"][0]["content"].as_str().unwrap();
+        assert!(
+            !user.contains("Before that, the problem had stayed open for 40 years."),
+            "no example carries the context as a prefix: {user}"
+        );
+    }
 
     let direct = [
         ("How many corners does every glimmerfold shape have?", "7"),

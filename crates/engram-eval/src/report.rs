@@ -601,10 +601,11 @@ pub fn retention_chart(s: &Summary) -> Result<Option<String>, EvalError> {
             .y_desc("MC-likelihood accuracy")
             .draw()
             .map_err(plot_err)?;
+        type PointValue = fn(&RetentionPoint) -> f64;
         for (ci, (c, pts)) in s.retention.iter().enumerate() {
             let color = PALETTE[(ci + 1) % PALETTE.len()];
             // A thick line for every item so far, a thin one for the first item.
-            let lines: [(&str, u32, fn(&RetentionPoint) -> f64); 2] = [
+            let lines: [(&str, u32, PointValue); 2] = [
                 ("items so far", 2, |p| p.injected),
                 ("first item", 1, |p| p.first_item),
             ];

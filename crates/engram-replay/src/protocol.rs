@@ -152,36 +152,35 @@ fn ask(
     Ok(out)
 }
 
-fn record(
-    format: &Format,
-    source: &Source,
-    protocol: &str,
-    part: &str,
+/// Makes one protocol's records for one source.
+struct Records<'a> {
+    format: &'a Format,
+    source: &'a Source,
+    protocol: &'a str,
     seed: u64,
     generator: String,
-    prompt: &str,
-    user: &str,
-    assistant: &str,
-) -> Record {
-    Record {
-        messages: format.turns(&source.context, user, assistant),
-        provenance: Provenance {
-            protocol: protocol.into(),
-            part: part.into(),
-            source: source.id.clone(),
-            seed,
-            origin: if prompt.is_empty() {
-                Origin::Text
-            } else {
-                Origin::Model
+}
+
+impl Records<'_> {
+    /// A record of `part`; an empty `prompt` marks content made by rule, not by the generator.
+    fn record(&self, part: &str, prompt: &str, user: &str, assistant: &str) -> Record {
+        let by_rule = prompt.is_empty();
+        Record {
+            messages: self.format.turns(&self.source.context, user, assistant),
+            provenance: Provenance {
+                protocol: self.protocol.into(),
+                part: part.into(),
+                source: self.source.id.clone(),
+                seed: self.seed,
+                origin: if by_rule { Origin::Text } else { Origin::Model },
+                generator: if by_rule {
+                    String::new()
+                } else {
+                    self.generator.clone()
+                },
+                prompt: prompt.into(),
             },
-            generator: if prompt.is_empty() {
-                String::new()
-            } else {
-                generator
-            },
-            prompt: prompt.into(),
-        },
+        }
     }
 }
 
@@ -214,6 +213,50 @@ fn sampled(temperature: f32, max_new_tokens: usize, seed: u64) -> Sampling {
         max_new_tokens,
         seed,
     }
+}
+
+/// The shape paraphrase and implication share: `n` samples of `instruction` after the source, cleaned to
+/// `max_sentences`, checked with `extra`, each kept one a record of `part` answering `user(content, k)`.
+#[allow(clippy::too_many_arguments)]
+fn sample_rewrites(
+    protocol: &str,
+    source: &Source,
+    generator: &mut dyn Generator,
+    format: &Format,
+    instruction: &str,
+    n: usize,
+    sampling: &Sampling,
+    max_sentences: usize,
+    extra: &dyn Fn(&str) -> Option<&'static str>,
+    user: &dyn Fn(&str, usize) -> String,
+) -> Result<Replay, ReplayError> {
+    let out = Records {
+        format,
+        source,
+        protocol,
+        seed: sampling.seed,
+        generator: generator.name(),
+    };
+    let prompt = format!("{}\n\n{instruction}", source.context);
+    let mut check = Checker::new(protocol, &source.context);
+    let outs = ask(
+        generator,
+        &vec![prompt.clone(); n],
+        sampling,
+        &mut check.yields,
+    )?;
+    let mut records = Vec::new();
+    for c in outs {
+        let content = clean_generation(&c.text, max_sentences, c.finished);
+        if check.check(&content, None, extra) {
+            let turn = user(&content, records.len());
+            records.push(out.record(protocol, &prompt, &turn, &content));
+        }
+    }
+    Ok(Replay {
+        records,
+        yields: vec![check.yields],
+    })
 }
 
 /// `paraphrase`: `n` rewrites of the whole source, each answering a topic question ("Tell me about X").
@@ -249,21 +292,19 @@ impl ReplayProtocol for Paraphrase {
         generator: &mut dyn Generator,
         format: &Format,
     ) -> Result<Replay, ReplayError> {
-        let prompt = format!("{}\n\n{PARAPHRASE_PROMPT}", source.context);
-        let mut check = Checker::new(self.name(), &source.context);
-        let outs = ask(
+        let ctx = source.context.as_str();
+        let min = self.quality.min_coverage;
+        let topics = text::topics(ctx);
+        sample_rewrites(
+            self.name(),
+            source,
             generator,
-            &vec![prompt.clone(); self.n],
+            format,
+            PARAPHRASE_PROMPT,
+            self.n,
             &self.sampling,
-            &mut check.yields,
-        )?;
-        let topics = text::topics(&source.context);
-        let mut records = Vec::new();
-        for c in outs {
-            let content = clean_generation(&c.text, self.quality.max_sentences, c.finished);
-            let min = self.quality.min_coverage;
-            let ctx = source.context.as_str();
-            let kept = check.check(&content, None, |t| {
+            self.quality.max_sentences,
+            &|t| {
                 if fact_coverage(t, ctx) < min {
                     Some("drops facts")
                 } else if containment(t, ctx, 3) >= 0.9 {
@@ -271,26 +312,9 @@ impl ReplayProtocol for Paraphrase {
                 } else {
                     None
                 }
-            });
-            if kept {
-                let user = topic_turn(&topic_of(&content, &topics), records.len());
-                records.push(record(
-                    format,
-                    source,
-                    self.name(),
-                    "paraphrase",
-                    self.sampling.seed,
-                    generator.name(),
-                    &prompt,
-                    &user,
-                    &content,
-                ));
-            }
-        }
-        Ok(Replay {
-            records,
-            yields: vec![check.yields],
-        })
+            },
+            &|content, k| topic_turn(&topic_of(content, &topics), k),
+        )
     }
 }
 
@@ -337,20 +361,18 @@ impl ReplayProtocol for Implication {
         generator: &mut dyn Generator,
         format: &Format,
     ) -> Result<Replay, ReplayError> {
-        let prompt = format!("{}\n\n{IMPLICATION_PROMPT}", source.context);
-        let mut check = Checker::new(self.name(), &source.context);
-        let outs = ask(
-            generator,
-            &vec![prompt.clone(); self.n],
-            &self.sampling,
-            &mut check.yields,
-        )?;
-        let topics = text::topics(&source.context);
         let ctx = source.context.as_str();
-        let mut records = Vec::new();
-        for c in outs {
-            let content = clean_generation(&c.text, self.quality.max_sentences, c.finished);
-            let kept = check.check(&content, None, |t| {
+        let topics = text::topics(ctx);
+        sample_rewrites(
+            self.name(),
+            source,
+            generator,
+            format,
+            IMPLICATION_PROMPT,
+            self.n,
+            &self.sampling,
+            self.quality.max_sentences,
+            &|t| {
                 if !on_topic(t, ctx) {
                     Some("off topic")
                 } else if text::sentences(t)
@@ -361,29 +383,14 @@ impl ReplayProtocol for Implication {
                 } else {
                     None
                 }
-            });
-            if kept {
-                let user = format!(
+            },
+            &|content, _| {
+                format!(
                     "What follows from what you know about {}?",
-                    topic_of(&content, &topics)
-                );
-                records.push(record(
-                    format,
-                    source,
-                    self.name(),
-                    "implication",
-                    self.sampling.seed,
-                    generator.name(),
-                    &prompt,
-                    &user,
-                    &content,
-                ));
-            }
-        }
-        Ok(Replay {
-            records,
-            yields: vec![check.yields],
-        })
+                    topic_of(content, &topics)
+                )
+            },
+        )
     }
 }
 
@@ -450,6 +457,13 @@ impl ReplayProtocol for SelfQa {
         generator: &mut dyn Generator,
         format: &Format,
     ) -> Result<Replay, ReplayError> {
+        let out = Records {
+            format,
+            source,
+            protocol: self.name(),
+            seed: self.answer_sampling.seed,
+            generator: generator.name(),
+        };
         let ctx = source.context.as_str();
         let mut check = Checker::new(self.name(), ctx);
         // Stage 1: questions. (question, expected span for text questions)
@@ -535,18 +549,7 @@ impl ReplayProtocol for SelfQa {
                 }
                 (Some(_), _) => continue,
             };
-            let seed = self.answer_sampling.seed;
-            records.push(record(
-                format,
-                source,
-                self.name(),
-                part,
-                seed,
-                generator.name(),
-                prompt,
-                q,
-                &content,
-            ));
+            records.push(out.record(part, prompt, q, &content));
         }
         Ok(Replay {
             records,
@@ -637,26 +640,22 @@ impl ReplayProtocol for ReasoningTrace {
         generator: &mut dyn Generator,
         format: &Format,
     ) -> Result<Replay, ReplayError> {
+        let out = Records {
+            format,
+            source,
+            protocol: self.name(),
+            seed: self.sampling.seed,
+            generator: generator.name(),
+        };
         let ctx = source.context.as_str();
         let topics = text::topics(ctx);
         let mut check = Checker::new(self.name(), ctx);
         let mut records = Vec::new();
         let seed = self.sampling.seed;
-        let gen_name = generator.name();
         if self.include_source {
             check.yields.rule_made += 1;
             let user = topic_turn(&topic_of(ctx, &topics), 1);
-            records.push(record(
-                format,
-                source,
-                self.name(),
-                "source",
-                seed,
-                String::new(),
-                "",
-                &user,
-                ctx,
-            ));
+            records.push(out.record("source", "", &user, ctx));
         }
         // (prompt, part, sentence, the fact it is keyed by)
         let mut jobs: Vec<(String, &str, String, String)> = Vec::new();
@@ -721,17 +720,7 @@ impl ReplayProtocol for ReasoningTrace {
             });
             if kept {
                 let user = topic_turn(key, records.len());
-                records.push(record(
-                    format,
-                    source,
-                    self.name(),
-                    part,
-                    seed,
-                    gen_name.clone(),
-                    prompt,
-                    &user,
-                    &content,
-                ));
+                records.push(out.record(part, prompt, &user, &content));
             }
         }
         // Global traces.
@@ -761,17 +750,7 @@ impl ReplayProtocol for ReasoningTrace {
                         topic_of(&content, &topics),
                         topic_of(&content, &other_topics)
                     );
-                    records.push(record(
-                        format,
-                        source,
-                        self.name(),
-                        "link",
-                        seed,
-                        gen_name.clone(),
-                        prompt,
-                        &user,
-                        &content,
-                    ));
+                    records.push(out.record("link", prompt, &user, &content));
                 }
             }
         }
