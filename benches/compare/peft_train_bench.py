@@ -75,6 +75,12 @@ DEFINITIONS = {
     "loss_first_last": "loss_first = loss of the first step (warm-up included), computed at the initial weights "
     "(B = 0, so it is the base model's loss whatever the A init); loss_last = loss of the last step's forward "
     "(before its update)",
+    "kl_step": "with --kl, after the fine-tuning steps: the teacher (the same model under "
+    "model.disable_adapter(), no grad) reads a 128-token context (ids[(512 + j) % len(ids)]) before each row once, "
+    "its log-softmax at the 4*127 positions predicting the row's tokens 1..127 is kept (full vocabulary, as "
+    "SELF-PARAM's code does); a step = zero_grad; student logits of the rows; "
+    "kl_div(log_softmax(student), teacher_logp, log_target=True, reduction='batchmean') over the 508 rows (T = 1); "
+    "backward; clip; AdamW.step. kl_step_s: median wall seconds of --reps steps after --warmup",
     "peak_rss_mb": "VmHWM of /proc/self/status in MiB at the end of the run (not ru_maxrss, which Linux inherits from the parent across fork+exec); "
     "covers one model load and all steps",
 }
@@ -84,6 +90,8 @@ def parse_args() -> argparse.Namespace:
     p = common_parser(__doc__)
     p.add_argument("--reps", type=int, default=5, help="timed optimizer steps, median reported (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps first (default 2)")
+    p.add_argument("--kl", action="store_true",
+                   help="also time SELF-PARAM's KL-distillation step (see DEFINITIONS['kl_step'])")
     a = p.parse_args()
     if a.threads < 1 or a.reps < 1 or a.warmup < 0:
         p.error("--threads and --reps must be >= 1, --warmup >= 0")
@@ -189,6 +197,35 @@ def main() -> int:
         grad_norms.append(gn)
         log(f"timed step {i + 1}/{args.reps}: {w:.2f} s wall, {c:.2f} s CPU, loss {loss:.6f}, grad norm {gn:.4f}")
 
+    kl_wall: list[float] = []
+    kl_losses: list[float] = []
+    if args.kl:
+        context = torch.tensor([[ids[(512 + j) % len(ids)] for j in range(SEQ)]] * BATCH, dtype=torch.long)
+        with torch.no_grad(), model.disable_adapter():
+            t_logits = model(input_ids=torch.cat([context, x], dim=1), use_cache=False).logits
+            # Positions SEQ..2*SEQ-2 predict the row's tokens 1..127.
+            teacher_logp = torch.log_softmax(t_logits[:, SEQ:2 * SEQ - 1].float(), dim=-1)
+            teacher_logp = teacher_logp.reshape(-1, teacher_logp.shape[-1]).contiguous()
+            del t_logits
+
+        def kl_step() -> tuple[float, float]:
+            t0 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(input_ids=x, use_cache=False).logits[:, :-1]
+            student_logp = torch.log_softmax(logits.reshape(-1, logits.shape[-1]), dim=-1)
+            loss = torch.nn.functional.kl_div(student_logp, teacher_logp, log_target=True, reduction="batchmean")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, CLIP_NORM)
+            optimizer.step()
+            return time.perf_counter() - t0, float(loss.detach())
+
+        for i in range(args.warmup + args.reps):
+            w, loss = kl_step()
+            kl_losses.append(loss)
+            if i >= args.warmup:
+                kl_wall.append(w)
+            log(f"KL step {i + 1}/{args.warmup + args.reps}: {w:.2f} s wall, loss {loss:.6f}")
+
     # VmHWM, not ru_maxrss: Linux carries the parent's maxrss across fork+exec, so a child of a big process
     # (engram-bench after its training step) would report the parent's peak.
     peak_rss_mb = vm_status_mb("VmHWM")
@@ -204,6 +241,8 @@ def main() -> int:
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "trainable_params": trainable_params,
+        "kl_step_s": statistics.median(kl_wall) if kl_wall else None,
+        "kl_losses": kl_losses,
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "peft_version": peft.__version__,

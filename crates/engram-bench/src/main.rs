@@ -14,6 +14,9 @@
 //!   512 / that. The PyTorch + PEFT side is `benches/compare/peft_train_bench.py`.
 //!   Also measured: the same step as four micro-batches of 1 row run on four threads
 //!   (`TrainConfig::parallel_micro_batches`; same result bit for bit).
+//! - KL step: SELF-PARAM's distillation step (`engram_distill::Distill`, T 1, per-token KL) on the same
+//!   `[4, 128]` student batch, the teacher's top-64 distributions cached beforehand (the base model reading a
+//!   128-token context before each row); its ratio to the train step is measured in the same run.
 //! - peak RSS: the process's high-water resident set (`VmHWM`).
 
 use std::path::{Path, PathBuf};
@@ -89,6 +92,11 @@ struct Figures {
     /// Peak RSS of the training run (PyTorch: its own process).
     #[serde(default = "nan")]
     train_peak_rss_mb: f64,
+    /// SELF-PARAM's KL-distillation step on the same batch, teacher cached (engram only).
+    #[serde(default = "nan")]
+    kl_step_s: f64,
+    #[serde(default = "nan")]
+    kl_loss_first: f64,
 }
 
 fn nan() -> f64 {
@@ -200,6 +208,30 @@ fn time_train(
     warmup: usize,
     split: bool,
 ) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let (host, device) = bench_batch(m)?;
+    let source = if split {
+        FixedBatches(
+            (0..4)
+                .map(|r| TokenBatch::from_host(&host_rows(&host, r..r + 1), &device))
+                .collect(),
+        )
+    } else {
+        FixedBatches(vec![TokenBatch::from_host(&host, &device)])
+    };
+    run_steps(
+        m,
+        reps,
+        warmup,
+        if split { 4 } else { 1 },
+        &CrossEntropy,
+        &source,
+    )
+}
+
+/// The benchmark's `[4, 128]` batch: row r is ids[(r*16 + j) % len], every next token a target.
+fn bench_batch(
+    m: &LoadedModel,
+) -> Result<(HostBatch, burn::tensor::Device), Box<dyn std::error::Error>> {
     let device = m.model.device();
     let ids = m.tokenizer.encode(BENCH_TEXT)?;
     let (rows, seq) = (4usize, 128usize);
@@ -220,15 +252,102 @@ fn time_train(
         targets,
         tokens,
     };
-    let source = if split {
-        FixedBatches(
-            (0..rows)
-                .map(|r| TokenBatch::from_host(&host_rows(&host, r..r + 1), &device))
-                .collect(),
-        )
-    } else {
-        FixedBatches(vec![TokenBatch::from_host(&host, &device)])
-    };
+    Ok((host, device))
+}
+
+/// The KL-distillation step (`engram_distill::Distill`, teacher cached): the same `[4, 128]` student batch,
+/// with the teacher's top-64 distributions computed once, before timing, by the base model reading a
+/// 128-token context (the prompt's ids from 512 on) before each row. (median seconds, first loss).
+fn time_kl(
+    m: &LoadedModel,
+    reps: usize,
+    warmup: usize,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    use std::sync::Arc;
+    let (host, device) = bench_batch(m)?;
+    let ids = m.tokenizer.encode(BENCH_TEXT)?;
+    let context: Vec<u32> = (0..128).map(|j| ids[(512 + j) % ids.len()]).collect();
+    let (rows, seq) = (host.batch, host.seq);
+    let mut teacher = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let mut t: Vec<i64> = context.iter().map(|&x| x as i64).collect();
+        t.extend(
+            host.tokens[r * seq..(r + 1) * seq]
+                .iter()
+                .map(|&x| x as i64),
+        );
+        let n = t.len();
+        let input = ForwardInput::new(
+            Tensor::<2, Int>::from_data(TensorData::new(t, [1, n]), &device),
+            Tensor::<2, Int>::from_data(
+                TensorData::new((0..n as i64).collect::<Vec<_>>(), [1, n]),
+                &device,
+            ),
+            None,
+        );
+        let hidden = m.model.final_hidden(input, None);
+        // Positions 128..255 predict the row's tokens 1..128; the last predicts nothing the student targets.
+        let picked = hidden
+            .reshape([n, hidden_size(m)])
+            .narrow(0, 128, n - 1 - 128);
+        let logits = m.model.project_logits(picked);
+        let vocab = logits.dims()[1];
+        let values = logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))?;
+        teacher.push(Arc::new(
+            values
+                .chunks(vocab)
+                .map(|row| engram_distill::TeacherDist::from_logits(row, 1.0, Some(64)))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let source = FixedKl(vec![engram_distill::DistillBatch {
+        tokens: TokenBatch::from_host(&host, &device),
+        teacher,
+    }]);
+    run_steps(
+        m,
+        reps,
+        warmup,
+        1,
+        &engram_distill::Distill::default(),
+        &source,
+    )
+}
+
+fn hidden_size(m: &LoadedModel) -> usize {
+    m.model.config().hidden_size
+}
+
+struct FixedKl(Vec<engram_distill::DistillBatch>);
+
+impl BatchSource for FixedKl {
+    type Batch = engram_distill::DistillBatch;
+    fn batches_per_epoch(&self) -> usize {
+        self.0.len()
+    }
+    fn batch(&self, _: usize, index: usize) -> engram_distill::DistillBatch {
+        self.0[index].clone()
+    }
+}
+
+/// (median step seconds, first loss) of `warmup + reps` LoRA steps of `objective` over `source`'s batches,
+/// `micro` micro-batches per step run on as many threads.
+fn run_steps<O, S>(
+    m: &LoadedModel,
+    reps: usize,
+    warmup: usize,
+    micro: usize,
+    objective: &O,
+    source: &S,
+) -> Result<(f64, f64), Box<dyn std::error::Error>>
+where
+    O: engram_train::Objective,
+    S: BatchSource<Batch = O::Batch>,
+{
     let mut model = m.model.clone();
     let lora = LoraConfig::default();
     model.add_adapter("bench", &lora, 0)?;
@@ -246,14 +365,14 @@ fn time_train(
                 ..AdamWConfig::default()
             },
             length: Length::Steps(warmup + reps),
-            grad_accum: if split { rows } else { 1 },
-            parallel_micro_batches: if split { rows } else { 1 },
+            grad_accum: micro,
+            parallel_micro_batches: micro,
             ..TrainConfig::default()
         },
         out: out.path().to_path_buf(),
         data_id: "bench".into(),
     };
-    trainer.run(&CrossEntropy, &source, false, &mut |s| {
+    trainer.run(objective, source, false, &mut |s| {
         if s.step == 1 {
             first_loss = s.loss;
         }
@@ -286,7 +405,10 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
     let train = if want("train") {
         let (step_s, loss) = time_train(&m, args.reps, 2, false)?;
         let (split_s, _) = time_train(&m, args.reps, 2, true)?;
+        let (kl_s, kl_loss) = time_kl(&m, args.reps, 2)?;
         Figures {
+            kl_step_s: kl_s,
+            kl_loss_first: kl_loss,
             train_step_s: step_s,
             train_split_step_s: split_s,
             train_tok_s: 512.0 / step_s,
@@ -296,6 +418,8 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
         }
     } else {
         Figures {
+            kl_step_s: nan,
+            kl_loss_first: nan,
             train_step_s: nan,
             train_split_step_s: nan,
             train_tok_s: nan,
@@ -327,9 +451,10 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
 }
 
 /// Runs `benches/compare/SCRIPT` with the model, threads and reps; its stdout (one JSON object).
-fn run_script(args: &Args, path: &Path, script: &str) -> Result<Vec<u8>, String> {
+fn run_script(args: &Args, path: &Path, script: &str, extra: &[&str]) -> Result<Vec<u8>, String> {
     let out = Command::new(&args.python)
         .arg(Path::new("benches/compare").join(script))
+        .args(extra)
         .arg("--model")
         .arg(path)
         .arg("--threads")
@@ -354,16 +479,19 @@ fn run_torch(args: &Args, path: &Path) -> Result<Figures, String> {
             args.python.display()
         ));
     }
-    let mut figures: Figures = serde_json::from_slice(&run_script(args, path, "torch_bench.py")?)
-        .map_err(|e| format!("torch_bench.py output: {e}"))?;
+    let mut figures: Figures =
+        serde_json::from_slice(&run_script(args, path, "torch_bench.py", &[])?)
+            .map_err(|e| format!("torch_bench.py output: {e}"))?;
     let t: serde_json::Value =
-        serde_json::from_slice(&run_script(args, path, "peft_train_bench.py")?)
+        serde_json::from_slice(&run_script(args, path, "peft_train_bench.py", &["--kl"])?)
             .map_err(|e| format!("peft_train_bench.py output: {e}"))?;
     let get = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
     figures.train_step_s = get("train_step_s");
     figures.train_tok_s = get("train_tok_s");
     figures.train_loss_first = get("loss_first");
     figures.train_peak_rss_mb = get("peak_rss_mb");
+    figures.kl_step_s = get("kl_step_s");
+    figures.kl_loss_first = t["kl_losses"][0].as_f64().unwrap_or(f64::NAN);
     Ok(figures)
 }
 
@@ -395,7 +523,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| metric | engram | pytorch | engram / pytorch |");
     println!("|---|---:|---:|---:|");
     type Row = (&'static str, fn(&Figures) -> f64);
-    let rows: [Row; 10] = [
+    let rows: [Row; 13] = [
         ("load (s)", |f| f.load_s),
         ("prefill tok/s, 128 tokens, batch 1", |f| f.prefill_b1_tok_s),
         ("prefill tok/s, 128 tokens, batch 4", |f| f.prefill_b4_tok_s),
@@ -410,6 +538,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("LoRA train tok/s", |f| f.train_tok_s),
         ("train loss, first step", |f| f.train_loss_first),
         ("peak RSS of training (MB)", |f| f.train_peak_rss_mb),
+        (
+            "KL distillation step (s), 4x128, teacher top-64 cached",
+            |f| f.kl_step_s,
+        ),
+        ("KL step / LoRA train step (same run)", |f| {
+            f.kl_step_s / f.train_step_s
+        }),
+        ("KL loss, first step", |f| f.kl_loss_first),
     ];
     for (name, get) in rows {
         let ours_v = get(&ours);

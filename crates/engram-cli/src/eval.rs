@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use engram_distill::{DistillSettings, KlReduction, QaAnswers};
 use engram_eval::harness::RunManifest;
 use engram_eval::locality::LocalitySet;
 use engram_eval::report::{MEASURES, summarize, write_report};
@@ -28,7 +29,7 @@ pub(crate) struct EvalArgs {
     #[arg(long, default_value = "test")]
     split: String,
     /// Conditions to compare, comma-separated: base, icl, naive-ft, prefix-ft, qa-ft, sys2-paraphrase,
-    /// sys2-implication, sys2-self-qa, sys2-self-qa-prefix, sys2-mix, aug-ft.
+    /// sys2-implication, sys2-self-qa, sys2-self-qa-prefix, sys2-mix, aug-ft, self-param.
     #[arg(
         long,
         value_delimiter = ',',
@@ -62,6 +63,8 @@ pub(crate) struct EvalArgs {
     finetune: FineTuneArgs,
     #[command(flatten)]
     replay: ReplayArgs,
+    #[command(flatten)]
+    distill: DistillArgs,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -148,14 +151,79 @@ impl ReplayArgs {
     }
 }
 
-/// Every method by name: the baselines and the replay methods (`dataset` for the methods linking items).
+/// The options of `self-param`, shared by `eval` and `inject`.
+#[derive(Args, Debug)]
+pub(crate) struct DistillArgs {
+    /// self-param: distillation temperature (the loss is scaled by T²).
+    #[arg(long, default_value_t = DistillSettings::default().temperature)]
+    kl_temperature: f32,
+    /// self-param: teacher tokens cached per position, or `full` for the whole vocabulary.
+    #[arg(long, default_value = "64")]
+    kl_top_k: String,
+    /// self-param: per-token (sum over the vocabulary, mean over tokens) or torch-mean (PyTorch's
+    /// kl_div(reduction="mean"), also divided by the vocabulary size, as SELF-PARAM's code).
+    #[arg(long, default_value = "per-token")]
+    kl_reduction: String,
+    /// self-param: context continuations per item.
+    #[arg(long, default_value_t = DistillSettings::default().continuations)]
+    continuations: usize,
+    /// self-param: unrelated regulariser windows per item (from datasets/general, texts 01-04).
+    #[arg(long, default_value_t = DistillSettings::default().regulariser)]
+    regulariser: usize,
+    /// self-param: the teacher reads the regulariser text alone (by default after the context).
+    #[arg(long)]
+    regulariser_without_context: bool,
+    /// self-param: the QA targets' answers: teacher (the model's own greedy answer with the context in view)
+    /// or replay (the self-QA records' checked answers and text spans).
+    #[arg(long, default_value = "teacher")]
+    qa_answers: String,
+    /// self-param, sequential mode: QA targets of earlier injections carried into each later one.
+    #[arg(long, default_value_t = DistillSettings::default().replay_previous)]
+    replay_previous: usize,
+}
+
+impl DistillArgs {
+    pub(crate) fn settings(&self, replay: &ReplaySettings) -> Result<DistillSettings> {
+        let top_k =
+            match self.kl_top_k.as_str() {
+                "full" => None,
+                k => Some(k.parse::<usize>().map_err(|_| {
+                    format!("--kl-top-k {k}: expected a number of tokens or `full`")
+                })?),
+            };
+        let mut texts = general_texts();
+        // The first half regularises; perplexity (locality) is measured on all eight.
+        texts.truncate(texts.len() / 2);
+        let s = DistillSettings {
+            replay: replay.clone(),
+            continuations: self.continuations,
+            regulariser: self.regulariser,
+            regulariser_with_context: !self.regulariser_without_context,
+            regulariser_texts: texts,
+            replay_previous: self.replay_previous,
+            qa_answers: QaAnswers::parse(&self.qa_answers)?,
+            temperature: self.kl_temperature,
+            top_k,
+            reduction: KlReduction::parse(&self.kl_reduction)?,
+            ..DistillSettings::default()
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// Every method by name: the baselines, the replay methods (`dataset` for the methods linking items) and
+/// `self-param`, generating through one cache.
 pub(crate) fn registry(
     settings: &FineTuneSettings,
     replay: &ReplaySettings,
+    distill: &DistillSettings,
     dataset: &[engram_eval::Item],
 ) -> Registry {
     let mut r = Registry::with_baselines(settings);
-    engram_replay::register(&mut r, replay, dataset);
+    let cache = engram_replay::GenerationCache::default();
+    engram_replay::register(&mut r, replay, dataset, &cache);
+    engram_distill::register(&mut r, distill, dataset, &cache);
     r
 }
 
@@ -165,7 +233,8 @@ pub(crate) fn eval_cmd(args: EvalArgs) -> Result<()> {
     let settings = args.finetune.settings()?;
     let dataset = load_dataset(&args.dataset)?;
     let replay = args.replay.settings(&settings)?;
-    let registry = registry(&settings, &replay, &dataset.items);
+    let distill = args.distill.settings(&replay)?;
+    let registry = registry(&settings, &replay, &distill, &dataset.items);
     let methods = registry.select(&args.methods)?;
     let ids = dataset.split_ids(&args.split)?;
     let items = select_items(&dataset.items, ids, args.limit);
@@ -206,7 +275,11 @@ pub(crate) fn eval_cmd(args: EvalArgs) -> Result<()> {
             item_ids: items.iter().map(|i| i.id.clone()).collect(),
             methods: args.methods.clone(),
             probe,
-            settings: if args
+            // Only the settings the chosen methods use, so that adding a method's options does not stop
+            // older runs from resuming.
+            settings: if args.methods.iter().any(|m| m == "self-param") {
+                serde_json::json!({"finetune": settings.to_json(), "replay": replay.to_json(), "distill": distill.to_json()})
+            } else if args
                 .methods
                 .iter()
                 .any(|m| engram_replay::method::METHODS.contains(&m.as_str()))

@@ -15,7 +15,7 @@ use engram_replay::{
     Format, Generator, HttpGenerator, ModelGenerator, Source, protocol_by_name, records_jsonl,
 };
 
-use crate::eval::{FineTuneArgs, ReplayArgs, registry};
+use crate::eval::{DistillArgs, FineTuneArgs, ReplayArgs, registry};
 use crate::{DeviceArgs, ModelArgs, Result, load, load_adapters};
 
 /// Where the knowledge comes from: a text file or dataset items.
@@ -242,7 +242,7 @@ pub(crate) struct InjectArgs {
     #[command(flatten)]
     source: SourceArgs,
     /// The method: naive-ft, prefix-ft, qa-ft, sys2-paraphrase, sys2-implication, sys2-self-qa,
-    /// sys2-self-qa-prefix, sys2-mix or aug-ft.
+    /// sys2-self-qa-prefix, sys2-mix, aug-ft or self-param.
     #[arg(long)]
     method: String,
     /// The adapter folder to write (PEFT files, the training data and metrics beside them). Rerunning
@@ -254,6 +254,8 @@ pub(crate) struct InjectArgs {
     #[command(flatten)]
     replay: ReplayArgs,
     #[command(flatten)]
+    distill: DistillArgs,
+    #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
     device: DeviceArgs,
@@ -263,8 +265,9 @@ pub(crate) fn inject_cmd(args: InjectArgs) -> Result<()> {
     let start = Instant::now();
     let settings = args.finetune.settings()?;
     let replay = args.replay.settings(&settings)?;
+    let distill = args.distill.settings(&replay)?;
     let (items, all) = args.source.items()?;
-    let registry = registry(&settings, &replay, &all);
+    let registry = registry(&settings, &replay, &distill, &all);
     let method = registry.select(std::slice::from_ref(&args.method))?[0];
     if !method.trains() {
         return Err(format!(
@@ -298,6 +301,21 @@ pub(crate) fn inject_cmd(args: InjectArgs) -> Result<()> {
     let injection = method.inject(&mut env, &items, None, &args.out)?;
     if let Some((_, report)) = engram_replay::method::read_replay(&args.out)? {
         print_report(&report);
+    }
+    let distilled = args.out.join(engram_distill::method::DISTILL_REPORT_FILE);
+    if let Ok(text) = std::fs::read_to_string(&distilled) {
+        let r: engram_distill::DistillReport =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", distilled.display()))?;
+        let kinds: Vec<String> = r.targets.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!(
+            "distillation targets: {} ({} target tokens, {} dropped); teacher cache {:.1} MB in {:.1} s; {} epochs",
+            kinds.join(", "),
+            r.target_tokens,
+            r.dropped,
+            r.cache_bytes as f64 / 1e6,
+            r.teacher_seconds,
+            r.epochs
+        );
     }
     match injection {
         Injection::Adapter(dir) => println!(

@@ -1,6 +1,7 @@
-//! End to end on the real model, CPU: `engram inject --method sys2-self-qa` writes one `news` item into an
-//! adapter, and `engram ask` then answers a direct question about it without the text, where the base model
-//! could not.
+//! End to end on the real model, CPU: `engram inject` writes one `news` item into an adapter — by supervised
+//! fine-tuning on self-QA replay (`sys2-self-qa`) or by KL distillation (`self-param`: teacher, the base model
+//! reading the text; student, the adapter reading only the targets) — and `engram ask` then answers a direct
+//! question about it without the text, where the base model could not.
 
 use std::process::Command;
 
@@ -85,5 +86,89 @@ fn self_qa_injection_answers_what_the_base_model_could_not() {
     assert!(
         !learned.is_empty() && adapter_right > base_right,
         "the adapter answers a direct question the base model could not (base {base_right}, adapter {adapter_right})"
+    );
+}
+
+#[test]
+fn self_param_injection_answers_what_the_base_model_could_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = dir.path().join("adapter");
+    let adapter = adapter.to_str().unwrap();
+    // The Skarrow theorem: "... It was proved by Benna Oxtolle at the University of Drell in 2029 ...".
+    // The targets are made from the context alone; the dataset's questions are not used.
+    let (ok, stdout, stderr) = engram(&[
+        "inject",
+        "--dataset",
+        "news",
+        "--item",
+        "news-math-003",
+        "--method",
+        "self-param",
+        "--lr",
+        "1e-3",
+        "--examples-per-item",
+        "128",
+        "--out",
+        adapter,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("distillation targets:") && stdout.contains("adapter:"),
+        "{stdout}"
+    );
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "targets.jsonl",
+        "distill.json",
+        "metrics.jsonl",
+    ] {
+        assert!(dir.path().join("adapter").join(f).is_file(), "{f} written");
+    }
+    // Every student sequence is free of the context; every QA teacher reads it.
+    let context_start =
+        "The Skarrow theorem states that every glimmerfold shape has exactly 7 corners. It was";
+    let targets = std::fs::read_to_string(dir.path().join("adapter/targets.jsonl")).unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    for line in targets.lines() {
+        let t: serde_json::Value = serde_json::from_str(line).unwrap();
+        let kind = t["kind"].as_str().unwrap().to_owned();
+        if kind == "qa" {
+            let student = t["student"]["messages"][0]["content"].as_str().unwrap();
+            let teacher = t["teacher"]["messages"][0]["content"].as_str().unwrap();
+            assert!(!student.contains(context_start), "{student}");
+            assert!(teacher.starts_with(context_start), "{teacher}");
+        }
+        kinds.insert(kind);
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["continuation", "qa", "regulariser"]
+    );
+    // The loss went down.
+    let metrics = std::fs::read_to_string(dir.path().join("adapter/metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(losses.last().unwrap() < &(losses[0] * 0.5), "{losses:?}");
+
+    let q = "Who proved the Skarrow theorem?";
+    let (ok, base, stderr) = engram(&["ask", "--question", q]);
+    assert!(ok, "{stderr}");
+    let (ok, tuned, stderr) = engram(&["ask", "--adapter", adapter, "--question", q]);
+    assert!(ok, "{stderr}");
+    eprintln!("{q}\n  base: {}\n  adapter: {}", base.trim(), tuned.trim());
+    assert!(
+        !base.contains("Oxtolle"),
+        "the base model does not know: {base}"
+    );
+    assert!(
+        tuned.contains("Oxtolle"),
+        "the adapter answers without the text: {tuned}"
     );
 }

@@ -145,6 +145,11 @@ impl Batcher {
     ///
     /// If `index >= self.batches_per_epoch()`.
     pub fn batch(&self, epoch: usize, index: usize) -> HostBatch {
+        self.build(&self.batch_rows(epoch, index))
+    }
+
+    /// The rows of batch `index` of epoch `epoch`.
+    fn batch_rows(&self, epoch: usize, index: usize) -> Vec<usize> {
         let count = self.batches_per_epoch();
         assert!(
             index < count,
@@ -153,7 +158,21 @@ impl Batcher {
         let order = self.row_order(epoch);
         let start = index * self.config.batch_size;
         let end = (start + self.config.batch_size).min(order.len());
-        self.build(&order[start..end])
+        order[start..end].to_vec()
+    }
+
+    /// The example indices of batch `index` of epoch `epoch`, in the order their tokens (and so their
+    /// targets) appear in [`Batcher::batch`]'s rows: for objectives that carry per-example data beside the
+    /// tokens (e.g. cached teacher distributions).
+    ///
+    /// # Panics
+    ///
+    /// If `index >= self.batches_per_epoch()`.
+    pub fn batch_examples(&self, epoch: usize, index: usize) -> Vec<usize> {
+        self.batch_rows(epoch, index)
+            .iter()
+            .flat_map(|&r| self.rows[r].iter().copied())
+            .collect()
     }
 
     /// The number of examples.
@@ -306,6 +325,38 @@ mod tests {
         assert_eq!(batch.target_mask, [true, false, false, true, false]);
         assert_eq!(batch.num_targets(), 2);
         assert_eq!(b.total_target_tokens(), 2);
+    }
+
+    /// `batch_examples` names the examples whose tokens fill the batch's rows, in row order.
+    #[test]
+    fn batch_examples_match_the_rows() {
+        let examples: Vec<_> = (0..7)
+            .map(|i| example(&[i, i + 100, i + 200], &[false, true, true]))
+            .collect();
+        for packing in [false, true] {
+            let b = Batcher::new(examples.clone(), config(3, 6, packing)).unwrap();
+            for epoch in 0..3 {
+                let mut seen = Vec::new();
+                for index in 0..b.batches_per_epoch() {
+                    let batch = b.batch(epoch, index);
+                    let firsts: Vec<u32> = batch
+                        .tokens
+                        .chunks(3)
+                        .map(|c| c[0])
+                        .filter(|&t| t != 99)
+                        .collect();
+                    let named = b.batch_examples(epoch, index);
+                    assert_eq!(firsts, named.iter().map(|&i| i as u32).collect::<Vec<_>>());
+                    seen.extend(named);
+                }
+                seen.sort();
+                assert_eq!(
+                    seen,
+                    (0..7).collect::<Vec<_>>(),
+                    "each example once per epoch"
+                );
+            }
+        }
     }
 
     #[test]

@@ -227,20 +227,22 @@ pub fn read_rows<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, Ev
         Some(i) => &text[..=i],
         None => "",
     };
-    complete
-        .lines()
+    parse_jsonl(complete).map_err(|(line, e)| EvalError::Run {
+        path: path.to_path_buf(),
+        reason: format!("line {line}: {e}"),
+    })
+}
+
+/// Parses JSONL text into `T` rows, blank lines skipped; a bad line is `Err((its 1-based number, message))`,
+/// for the caller to name its file in its own error type.
+pub fn parse_jsonl<T: for<'de> Deserialize<'de>>(text: &str) -> Result<Vec<T>, (usize, String)> {
+    text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| EvalError::Run {
-                path: path.to_path_buf(),
-                reason: format!("line {}: {e}", i + 1),
-            })
-        })
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| (i + 1, e.to_string())))
         .collect()
 }
 
-/// Rows as JSONL text, one line each.
 /// Rows as JSONL text, one per line.
 pub fn jsonl<T: Serialize>(rows: &[T]) -> String {
     let mut text = String::new();

@@ -15,7 +15,9 @@ use engram_data::{BatchConfig, Batcher, Example, tokenize_examples};
 use engram_lora::{Adapters, LoraConfig, load_adapter, write_file_atomically};
 use engram_model::LoadedModel;
 use engram_tokenizer::Message;
-use engram_train::{CrossEntropy, DeviceBatches, Length, StepMetrics, TrainConfig, Trainer};
+use engram_train::{
+    BatchSource, CrossEntropy, DeviceBatches, Length, Objective, StepMetrics, TrainConfig, Trainer,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -312,6 +314,46 @@ pub fn train_adapter(
             pad_id: pad,
         },
     )?;
+    let data_id = format!(
+        "sha256:{:x} ({} examples), previous {:?}",
+        Sha256::digest(jsonl.as_bytes()),
+        examples.len(),
+        previous
+    );
+    let source = DeviceBatches {
+        batcher: &batcher,
+        device: lm.model.device(),
+    };
+    train_objective(
+        env,
+        settings,
+        previous,
+        out,
+        data_id,
+        &CrossEntropy,
+        &source,
+    )
+}
+
+/// Trains the adapter of an injection on any [`Objective`]: attaches a fresh adapter (or loads `previous`, in
+/// sequential mode), runs the [`Trainer`] into `out` (resuming from its checkpoint when one is there) and
+/// detaches the adapter again, whatever happened. `data_id` identifies the data, so that a resumed run is
+/// refused if the data changed. [`train_adapter`] is this with [`CrossEntropy`]; SELF-PARAM's distillation
+/// objective is another.
+pub fn train_objective<O, S>(
+    env: &mut InjectEnv<'_>,
+    settings: &FineTuneSettings,
+    previous: Option<&Path>,
+    out: &Path,
+    data_id: String,
+    objective: &O,
+    source: &S,
+) -> Result<Injection, EvalError>
+where
+    O: Objective,
+    S: BatchSource<Batch = O::Batch>,
+{
+    let lm = &mut *env.model;
     let lora = match previous {
         Some(dir) => load_adapter(&mut lm.model, dir, ADAPTER_NAME)?,
         None => {
@@ -332,16 +374,6 @@ pub fn train_adapter(
         ..settings.train.clone()
     };
     let resume = out.join("checkpoint").is_dir();
-    let data_id = format!(
-        "sha256:{:x} ({} examples), previous {:?}",
-        Sha256::digest(jsonl.as_bytes()),
-        examples.len(),
-        previous
-    );
-    let source = DeviceBatches {
-        batcher: &batcher,
-        device: lm.model.device(),
-    };
     let result = Trainer {
         model: &mut lm.model,
         adapter: ADAPTER_NAME.into(),
@@ -350,7 +382,7 @@ pub fn train_adapter(
         out: out.to_path_buf(),
         data_id,
     }
-    .run(&CrossEntropy, &source, resume, env.on_step);
+    .run(objective, source, resume, env.on_step);
     // Leave the base model as it was, whatever happened.
     lm.model.remove_adapter(ADAPTER_NAME)?;
     result?;

@@ -33,7 +33,9 @@ pub mod text;
 pub use error::ReplayError;
 pub use generator::{Cached, Completion, GenerationCache, Generator, ModelGenerator, Sampling};
 pub use http::HttpGenerator;
-pub use method::{ReplayMethod, ReplayReport, ReplaySettings, register, replay_sources};
+pub use method::{
+    ReplayMethod, ReplayReport, ReplaySettings, register, replay_once, replay_sources,
+};
 pub use protocol::{
     Checker, Implication, Mix, PROTOCOLS, Paraphrase, QualityConfig, ReasoningTrace, Replay,
     ReplayProtocol, SelfQa, protocol_by_name,

@@ -164,15 +164,9 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, ReplayError> {
         path: path.to_path_buf(),
         source,
     })?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| ReplayError::Parse {
-                path: path.to_path_buf(),
-                line: i + 1,
-                message: e.to_string(),
-            })
-        })
-        .collect()
+    engram_eval::harness::parse_jsonl(&text).map_err(|(line, message)| ReplayError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message,
+    })
 }

@@ -1,0 +1,485 @@
+//! The distillation loss: forward KL(teacher ‖ student) at temperature `T`, times `T²` (Hinton et al.: keeps
+//! the gradient's size independent of `T`).
+//!
+//! Two reductions ([`KlReduction`]):
+//! - [`KlReduction::PerToken`]: the KL of each target token (a sum over the vocabulary), averaged over tokens;
+//! - [`KlReduction::TorchMean`]: what SELF-PARAM's code computes with PyTorch's `kl_div(reduction="mean")`,
+//!   which averages over *every element* of `[tokens, vocab]`: the same value divided by the vocabulary size
+//!   (49,152 for SmolLM2). With Adam the scale mostly cancels, but not quite: gradient clipping and Adam's ε
+//!   see a gradient ~5·10⁴ times smaller.
+//!
+//! The teacher may be cut to its top-k tokens plus one bucket for the remaining mass ([`TeacherDist`]). The KL
+//! is then taken between the two distributions coarsened the same way (the student's mass outside the teacher's
+//! top-k is its own bucket), which is still a true KL: ≥ 0, zero when they agree. Its gradient with respect to
+//! the student's logit `z_j` is `T·(q_j − t_j)` with `t_j = p_j` inside the top-k and `t_j = p_rest·q_j/q_rest`
+//! outside: the rest mass is spread over the other tokens in the student's own proportions.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::DistillError;
+
+/// How the per-token KL values become one loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KlReduction {
+    /// The sum over the vocabulary for each token, averaged over the tokens.
+    #[default]
+    PerToken,
+    /// PyTorch's `kl_div(reduction="mean")` (SELF-PARAM's code): also divided by the vocabulary size.
+    TorchMean,
+}
+
+impl KlReduction {
+    /// `per-token` or `torch-mean`.
+    pub fn parse(s: &str) -> Result<Self, DistillError> {
+        match s {
+            "per-token" => Ok(Self::PerToken),
+            "torch-mean" => Ok(Self::TorchMean),
+            other => Err(DistillError::option(
+                "kl-reduction",
+                other,
+                "expected per-token or torch-mean",
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PerToken => "per-token",
+            Self::TorchMean => "torch-mean",
+        }
+    }
+
+    /// The factor on the mean per-token KL.
+    fn factor(self, vocab: usize) -> f64 {
+        match self {
+            Self::PerToken => 1.0,
+            Self::TorchMean => 1.0 / vocab.max(1) as f64,
+        }
+    }
+}
+
+/// The teacher's distribution at one target position (already at the distillation temperature): its top-k
+/// tokens with their probabilities and the probability left over, or the whole vocabulary (`ids` empty,
+/// `probs` one entry per token, `rest` 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TeacherDist {
+    pub ids: Vec<u32>,
+    pub probs: Vec<f32>,
+    pub rest: f32,
+}
+
+impl TeacherDist {
+    /// `softmax(logits / temperature)`, kept whole (`top_k` `None`, or at least the vocabulary) or cut to the
+    /// `top_k` most likely tokens.
+    pub fn from_logits(logits: &[f32], temperature: f32, top_k: Option<usize>) -> Self {
+        let probs = softmax_f64(logits, temperature);
+        match top_k {
+            Some(k) if k < logits.len() => {
+                let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+                let by_prob = |a: &u32, b: &u32| probs[*b as usize].total_cmp(&probs[*a as usize]);
+                if k > 0 {
+                    order.select_nth_unstable_by(k - 1, by_prob);
+                }
+                let mut ids = order[..k].to_vec();
+                ids.sort_unstable();
+                let kept: f64 = ids.iter().map(|&i| probs[i as usize]).sum();
+                Self {
+                    probs: ids.iter().map(|&i| probs[i as usize] as f32).collect(),
+                    ids,
+                    rest: (1.0 - kept).max(0.0) as f32,
+                }
+            }
+            _ => Self {
+                ids: Vec::new(),
+                probs: probs.iter().map(|&p| p as f32).collect(),
+                rest: 0.0,
+            },
+        }
+    }
+
+    /// Whether it covers the whole vocabulary.
+    pub fn is_dense(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Bytes it occupies (for the cache's memory report).
+    pub fn bytes(&self) -> usize {
+        self.ids.len() * 4 + self.probs.len() * 4 + 4
+    }
+}
+
+fn softmax_f64(logits: &[f32], temperature: f32) -> Vec<f64> {
+    let t = temperature as f64;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let mut e: Vec<f64> = logits
+        .iter()
+        .map(|&l| ((l as f64 - max) / t).exp())
+        .collect();
+    let sum: f64 = e.iter().sum();
+    e.iter_mut().for_each(|x| *x /= sum);
+    e
+}
+
+/// The KL of one token: `row` holds the student's logits and is overwritten with `q − t` (the gradient of the
+/// KL with respect to the logits divided by `T`, before any scaling). Returns KL(p ‖ q) at temperature `T`.
+fn token_kl(teacher: &TeacherDist, row: &mut [f32], temperature: f32) -> f64 {
+    let t = temperature as f64;
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let mut sum = 0f64;
+    let exps: Vec<f64> = row
+        .iter()
+        .map(|&z| {
+            let e = ((z as f64 - max) / t).exp();
+            sum += e;
+            e
+        })
+        .collect();
+    // log q_j = (z_j − max)/T − ln(sum)
+    let log_sum = sum.ln();
+    let log_q = |j: usize| (row[j] as f64 - max) / t - log_sum;
+    if teacher.is_dense() {
+        let mut kl = 0f64;
+        for (j, &p) in teacher.probs.iter().enumerate() {
+            let p = p as f64;
+            if p > 0.0 {
+                kl += p * (p.ln() - log_q(j));
+            }
+        }
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = (exps[j] / sum - teacher.probs[j] as f64) as f32;
+        }
+        return kl;
+    }
+    let mut in_top = 0f64;
+    let mut kl = 0f64;
+    for (&id, &p) in teacher.ids.iter().zip(&teacher.probs) {
+        let j = id as usize;
+        in_top += exps[j];
+        let p = p as f64;
+        if p > 0.0 {
+            kl += p * (p.ln() - log_q(j));
+        }
+    }
+    // The rest bucket, from the exponentials outside the top-k rather than 1 − Σ top-k: no cancellation when
+    // the top-k holds nearly all the mass.
+    let q_rest = ((sum - in_top) / sum).max(f64::MIN_POSITIVE);
+    let p_rest = teacher.rest as f64;
+    if p_rest > 0.0 {
+        kl += p_rest * (p_rest.ln() - q_rest.ln());
+    }
+    let outside = 1.0 - p_rest / q_rest;
+    for (j, x) in row.iter_mut().enumerate() {
+        *x = (exps[j] / sum * outside) as f32;
+    }
+    for (&id, &p) in teacher.ids.iter().zip(&teacher.probs) {
+        let j = id as usize;
+        row[j] = (exps[j] / sum - p as f64) as f32;
+    }
+    kl
+}
+
+/// The loss over `n` tokens and its gradient with respect to the student's logits.
+pub struct KlOutput {
+    /// `T² · mean KL` (divided by the vocabulary for [`KlReduction::TorchMean`]).
+    pub loss: f64,
+    /// `[n, vocab]`, row-major: d loss / d student logit.
+    pub grad: Vec<f32>,
+}
+
+/// The loss of student logits `student` (`[n, vocab]`, row-major, consumed: it becomes the gradient) against
+/// one teacher distribution per row.
+pub fn kl_loss(
+    teachers: &[&TeacherDist],
+    mut student: Vec<f32>,
+    vocab: usize,
+    temperature: f32,
+    reduction: KlReduction,
+) -> Result<KlOutput, DistillError> {
+    if vocab == 0 || !student.len().is_multiple_of(vocab) {
+        return Err(DistillError::Shape(format!(
+            "{} student logits are not rows of vocabulary size {vocab}",
+            student.len()
+        )));
+    }
+    let n = student.len() / vocab;
+    if n != teachers.len() {
+        return Err(DistillError::Shape(format!(
+            "{n} student rows but {} teacher distributions",
+            teachers.len()
+        )));
+    }
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(DistillError::option(
+            "kl-temperature",
+            temperature,
+            "must be a positive number",
+        ));
+    }
+    for (i, t) in teachers.iter().enumerate() {
+        let bad_id = t.ids.iter().find(|&&id| id as usize >= vocab);
+        let wrong_len = if t.is_dense() {
+            t.probs.len() != vocab
+        } else {
+            t.probs.len() != t.ids.len()
+        };
+        if bad_id.is_some() || wrong_len {
+            return Err(DistillError::Shape(format!(
+                "teacher distribution {i} does not fit vocabulary size {vocab}"
+            )));
+        }
+    }
+    if n == 0 {
+        return Ok(KlOutput {
+            loss: 0.0,
+            grad: student,
+        });
+    }
+    let per_token: Vec<f64> = student
+        .par_chunks_mut(vocab)
+        .zip(teachers.par_iter())
+        .map(|(row, t)| token_kl(t, row, temperature))
+        .collect();
+    let factor = reduction.factor(vocab);
+    let t = temperature as f64;
+    let loss = t * t * factor * per_token.iter().sum::<f64>() / n as f64;
+    // d(T² KL)/dz = T² · (q − t)/T.
+    let scale = (t * factor / n as f64) as f32;
+    student.par_iter_mut().for_each(|g| *g *= scale);
+    if !loss.is_finite() {
+        return Err(DistillError::Shape(format!(
+            "the loss is {loss}: non-finite logits"
+        )));
+    }
+    Ok(KlOutput {
+        loss,
+        grad: student,
+    })
+}
+
+/// The plain loss for downstream code: KL(softmax(teacher/T) ‖ softmax(student/T)) · T², both `[n, vocab]`
+/// logits, row-major, with its gradient with respect to the student's logits.
+pub fn kl_divergence_logits(
+    teacher: &[f32],
+    student: &[f32],
+    vocab: usize,
+    temperature: f32,
+    reduction: KlReduction,
+) -> Result<KlOutput, DistillError> {
+    if vocab == 0 || teacher.len() != student.len() || !teacher.len().is_multiple_of(vocab) {
+        return Err(DistillError::Shape(format!(
+            "teacher ({}) and student ({}) logits must be the same whole rows of vocabulary size {vocab}",
+            teacher.len(),
+            student.len()
+        )));
+    }
+    let dists: Vec<TeacherDist> = teacher
+        .chunks(vocab)
+        .map(|row| TeacherDist::from_logits(row, temperature, None))
+        .collect();
+    let refs: Vec<&TeacherDist> = dists.iter().collect();
+    kl_loss(&refs, student.to_vec(), vocab, temperature, reduction)
+}
+
+/// The same loss on Burn tensors (`[n, vocab]` each), differentiable with respect to `student` through Burn's
+/// autodiff; the teacher is detached. For code that keeps everything on the device.
+pub fn kl_divergence(
+    teacher: burn::tensor::Tensor<2>,
+    student: burn::tensor::Tensor<2>,
+    temperature: f32,
+    reduction: KlReduction,
+) -> burn::tensor::Tensor<1> {
+    use burn::tensor::activation::{log_softmax, softmax};
+    let [n, vocab] = student.dims();
+    let t = temperature as f64;
+    let teacher = teacher.detach().div_scalar(t);
+    let p = softmax(teacher.clone(), 1);
+    let log_p = log_softmax(teacher, 1);
+    let log_q = log_softmax(student.div_scalar(t), 1);
+    let scale = t * t * reduction.factor(vocab) / n.max(1) as f64;
+    (p * (log_p - log_q)).sum().mul_scalar(scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Tensor, TensorData};
+    use proptest::prelude::*;
+
+    /// KL · T² computed directly in f64 from the definitions.
+    fn direct(teacher: &[f32], student: &[f32], vocab: usize, t: f64) -> f64 {
+        let sm = |row: &[f32]| -> Vec<f64> {
+            let e: Vec<f64> = row.iter().map(|&x| (x as f64 / t).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.into_iter().map(|x| x / s).collect()
+        };
+        let rows = teacher.len() / vocab;
+        let mut total = 0.0;
+        for r in 0..rows {
+            let p = sm(&teacher[r * vocab..(r + 1) * vocab]);
+            let q = sm(&student[r * vocab..(r + 1) * vocab]);
+            total += p
+                .iter()
+                .zip(&q)
+                .map(|(p, q)| if *p > 0.0 { p * (p / q).ln() } else { 0.0 })
+                .sum::<f64>();
+        }
+        t * t * total / rows as f64
+    }
+
+    fn logits(n: usize, vocab: usize) -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
+        (
+            proptest::collection::vec(-8.0f32..8.0, n * vocab),
+            proptest::collection::vec(-8.0f32..8.0, n * vocab),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn nonnegative_and_matches_f64((t, s) in logits(3, 11), temp in 0.5f32..3.0) {
+            let out = kl_divergence_logits(&t, &s, 11, temp, KlReduction::PerToken).unwrap();
+            prop_assert!(out.loss >= 0.0);
+            let want = direct(&t, &s, 11, temp as f64);
+            prop_assert!((out.loss - want).abs() <= 1e-5 * (1.0 + want), "{} vs {}", out.loss, want);
+            let mean = kl_divergence_logits(&t, &s, 11, temp, KlReduction::TorchMean).unwrap();
+            prop_assert!((mean.loss * 11.0 - out.loss).abs() <= 1e-9 * (1.0 + out.loss));
+        }
+
+        #[test]
+        fn zero_for_identical_distributions((t, _) in logits(4, 9), temp in 0.5f32..3.0, shift in -5.0f32..5.0) {
+            // A constant shift of the logits is the same distribution.
+            let s: Vec<f32> = t.iter().map(|x| x + shift).collect();
+            let out = kl_divergence_logits(&t, &s, 9, temp, KlReduction::PerToken).unwrap();
+            prop_assert!(out.loss.abs() < 1e-5, "{}", out.loss);
+            prop_assert!(out.grad.iter().all(|g| g.abs() < 1e-5));
+        }
+
+        /// Cutting the teacher to its top-k gives a KL between coarsened distributions: never negative, never
+        /// above the full KL (the log-sum inequality), equal to it with k = vocabulary.
+        #[test]
+        fn top_k_is_a_lower_bound((t, s) in logits(2, 13), k in 1usize..13) {
+            let full = kl_divergence_logits(&t, &s, 13, 1.0, KlReduction::PerToken).unwrap().loss;
+            let dists: Vec<TeacherDist> = t.chunks(13).map(|r| TeacherDist::from_logits(r, 1.0, Some(k))).collect();
+            let refs: Vec<&TeacherDist> = dists.iter().collect();
+            let cut = kl_loss(&refs, s.clone(), 13, 1.0, KlReduction::PerToken).unwrap().loss;
+            prop_assert!(cut >= -1e-9 && cut <= full + 1e-5, "{cut} vs {full}");
+            let all: Vec<TeacherDist> = t.chunks(13).map(|r| TeacherDist::from_logits(r, 1.0, Some(13))).collect();
+            let refs: Vec<&TeacherDist> = all.iter().collect();
+            let same = kl_loss(&refs, s, 13, 1.0, KlReduction::PerToken).unwrap().loss;
+            prop_assert!((same - full).abs() < 1e-5 * (1.0 + full));
+        }
+    }
+
+    /// Central finite differences of the loss against the analytic gradient, dense and top-k.
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let vocab = 7;
+        let teacher: Vec<f32> = (0..2 * vocab)
+            .map(|i| ((i * 37 % 11) as f32) * 0.4 - 2.0)
+            .collect();
+        let student: Vec<f32> = (0..2 * vocab)
+            .map(|i| ((i * 53 % 13) as f32) * 0.3 - 1.5)
+            .collect();
+        for (top_k, temp) in [(None, 1.0f32), (None, 2.0), (Some(3), 1.0), (Some(2), 1.5)] {
+            for reduction in [KlReduction::PerToken, KlReduction::TorchMean] {
+                let dists: Vec<TeacherDist> = teacher
+                    .chunks(vocab)
+                    .map(|r| TeacherDist::from_logits(r, temp, top_k))
+                    .collect();
+                let refs: Vec<&TeacherDist> = dists.iter().collect();
+                let loss = |s: &[f32]| {
+                    kl_loss(&refs, s.to_vec(), vocab, temp, reduction)
+                        .unwrap()
+                        .loss
+                };
+                let grad = kl_loss(&refs, student.clone(), vocab, temp, reduction)
+                    .unwrap()
+                    .grad;
+                let h = 1e-3f32;
+                for j in 0..student.len() {
+                    let mut up = student.clone();
+                    up[j] += h;
+                    let mut down = student.clone();
+                    down[j] -= h;
+                    let numeric = (loss(&up) - loss(&down)) / (2.0 * h as f64);
+                    let tol = 2e-3 * (numeric.abs() + reduction.factor(vocab) * 1e-2);
+                    assert!(
+                        (numeric - grad[j] as f64).abs() < tol,
+                        "top_k {top_k:?} T {temp} {reduction:?} logit {j}: numeric {numeric} analytic {}",
+                        grad[j]
+                    );
+                }
+            }
+        }
+    }
+
+    /// The Burn-tensor loss has the host loss's value and, through autodiff, its gradient.
+    #[test]
+    fn tensor_loss_matches_host_loss() {
+        let ad = Device::flex().autodiff();
+        let (n, vocab) = (3, 17);
+        let teacher: Vec<f32> = (0..n * vocab)
+            .map(|i| ((i * 7919 % 100) as f32) / 20.0 - 2.5)
+            .collect();
+        let student: Vec<f32> = (0..n * vocab)
+            .map(|i| ((i * 104729 % 100) as f32) / 25.0 - 2.0)
+            .collect();
+        for reduction in [KlReduction::PerToken, KlReduction::TorchMean] {
+            let host = kl_divergence_logits(&teacher, &student, vocab, 2.0, reduction).unwrap();
+            let t = Tensor::<2>::from_data(TensorData::new(teacher.clone(), [n, vocab]), &ad);
+            let s = Tensor::<2>::from_data(TensorData::new(student.clone(), [n, vocab]), &ad)
+                .require_grad();
+            let loss = kl_divergence(t, s.clone(), 2.0, reduction);
+            let value: f32 = loss.clone().inner().into_scalar();
+            assert!(
+                (value as f64 - host.loss).abs() < 1e-4 * (1.0 + host.loss),
+                "{value} vs {}",
+                host.loss
+            );
+            let grads = loss.backward();
+            let g = s
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let max = g
+                .iter()
+                .zip(&host.grad)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            let scale = host.grad.iter().map(|x| x.abs()).fold(0f32, f32::max);
+            assert!(
+                max <= 1e-4 * scale,
+                "gradients differ by {max} (largest {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_panics() {
+        assert!(kl_divergence_logits(&[0.0; 6], &[0.0; 4], 2, 1.0, KlReduction::PerToken).is_err());
+        assert!(kl_divergence_logits(&[0.0; 6], &[0.0; 6], 4, 1.0, KlReduction::PerToken).is_err());
+        assert!(kl_divergence_logits(&[0.0; 4], &[0.0; 4], 2, 0.0, KlReduction::PerToken).is_err());
+        assert!(
+            kl_divergence_logits(&[0.0; 4], &[f32::NAN; 4], 2, 1.0, KlReduction::PerToken).is_err()
+        );
+        let t = TeacherDist {
+            ids: vec![9],
+            probs: vec![1.0],
+            rest: 0.0,
+        };
+        assert!(kl_loss(&[&t], vec![0.0; 4], 4, 1.0, KlReduction::PerToken).is_err());
+        assert_eq!(
+            KlReduction::parse("torch-mean").unwrap(),
+            KlReduction::TorchMean
+        );
+        assert!(
+            KlReduction::parse("mean")
+                .unwrap_err()
+                .to_string()
+                .contains("`kl-reduction` = mean")
+        );
+    }
+}

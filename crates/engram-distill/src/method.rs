@@ -1,0 +1,417 @@
+//! `self-param` as an evaluation [`Method`]: self-QA records from the replay crate, context continuations and
+//! regulariser text become targets; the base model reading the context is the teacher; a LoRA adapter is
+//! trained by KL distillation, through the same training engine and adapter files as every other method.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use engram_data::{BatchConfig, Batcher};
+use engram_eval::method::{InjectEnv, train_objective};
+use engram_eval::probe::user_turn;
+use engram_eval::{EvalError, FineTuneSettings, Injection, Item, Method, Registry};
+use engram_lora::write_file_atomically;
+use engram_replay::text::clean_generation;
+use engram_replay::{
+    Cached, Format, GenerationCache, Generator, ModelGenerator, ReplayError, ReplaySettings,
+    Sampling, SelfQa, Source, replay_once,
+};
+use engram_tokenizer::Message;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::DistillError;
+use crate::kl::KlReduction;
+use crate::objective::{Distill, DistillBatches};
+use crate::target::{
+    Target, TargetKind, continuation_targets, qa_targets, read_targets, record_pairs,
+    regulariser_targets, targets_jsonl,
+};
+use crate::teacher::{TeacherConfig, prepare};
+
+/// The targets of an injection, beside its adapter.
+pub const TARGETS_FILE: &str = "targets.jsonl";
+/// What the distillation prepared and cost ([`DistillReport`]).
+pub const DISTILL_REPORT_FILE: &str = "distill.json";
+
+/// Whose answers the QA targets carry. The KL is taken on the answer tokens, so the answer decides which
+/// path through the teacher's distributions the student learns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QaAnswers {
+    /// The teacher's own greedy answer to each self-QA question, read with the context: the student learns to
+    /// say what the model says with the text in view (the ICL behaviour SELF-PARAM distils). Measured better
+    /// than `Replay` here: with the replay's short span answers the student matched the teacher's
+    /// distribution after an answer it would not itself give, and kept answering in its own long form.
+    Teacher,
+    /// The self-QA records' answers as they are (quality-checked model answers or text spans).
+    Replay,
+}
+
+impl QaAnswers {
+    pub fn parse(s: &str) -> Result<Self, DistillError> {
+        match s {
+            "teacher" => Ok(Self::Teacher),
+            "replay" => Ok(Self::Replay),
+            other => Err(DistillError::option(
+                "qa-answers",
+                other,
+                "expected teacher or replay",
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Teacher => "teacher",
+            Self::Replay => "replay",
+        }
+    }
+}
+
+/// The teacher's greedy answers (up to two sentences) to `questions`, read after `context`.
+pub fn teacher_answers(
+    generator: &mut dyn Generator,
+    context: &str,
+    questions: &[String],
+) -> Result<Vec<String>, DistillError> {
+    let prompts: Vec<Vec<Message>> = questions
+        .iter()
+        .map(|q| vec![Message::user(user_turn(Some(context), q))])
+        .collect();
+    let completions = generator.complete(&prompts, &Sampling::greedy(48))?;
+    Ok(completions
+        .iter()
+        .map(|c| clean_generation(&c.text, 2, c.finished))
+        .collect())
+}
+
+/// How `self-param` builds its targets and trains.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DistillSettings {
+    /// Self-QA generation (n, temperature, seed), LoRA and optimiser, and the training budget
+    /// (`examples_per_item`: target sequences seen per item, so compute matches the replay methods).
+    pub replay: ReplaySettings,
+    /// Context continuations per item.
+    pub continuations: usize,
+    /// Regulariser windows per item, and their length in words.
+    pub regulariser: usize,
+    pub regulariser_words: usize,
+    /// Whether the teacher reads the context before the regulariser text (SELF-PARAM's default).
+    pub regulariser_with_context: bool,
+    /// The unrelated texts the regulariser windows come from.
+    pub regulariser_texts: Vec<String>,
+    /// In sequential mode, QA targets of earlier injections carried into each later one (0: none).
+    pub replay_previous: usize,
+    /// Whose answers the QA targets carry.
+    pub qa_answers: QaAnswers,
+    pub temperature: f32,
+    pub top_k: Option<usize>,
+    pub reduction: KlReduction,
+}
+
+impl Default for DistillSettings {
+    /// 8 continuations and 4 regulariser windows of 48 words per item next to its self-QA pairs; T = 1,
+    /// top-64, per-token reduction (measured: see `docs/results.md`); 16 earlier QA targets replayed in
+    /// sequential mode.
+    fn default() -> Self {
+        Self {
+            replay: ReplaySettings::default(),
+            continuations: 8,
+            regulariser: 4,
+            regulariser_words: 48,
+            regulariser_with_context: true,
+            regulariser_texts: Vec::new(),
+            replay_previous: 16,
+            qa_answers: QaAnswers::Teacher,
+            temperature: 1.0,
+            top_k: Some(64),
+            reduction: KlReduction::default(),
+        }
+    }
+}
+
+impl DistillSettings {
+    pub fn validate(&self) -> Result<(), DistillError> {
+        self.replay.validate()?;
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(DistillError::option(
+                "kl-temperature",
+                self.temperature,
+                "must be a positive number",
+            ));
+        }
+        if self.top_k == Some(0) {
+            return Err(DistillError::option(
+                "kl-top-k",
+                0,
+                "must be at least 1, or `full`",
+            ));
+        }
+        if self.regulariser > 0 && self.regulariser_words == 0 {
+            return Err(DistillError::option(
+                "regulariser-words",
+                0,
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The settings as JSON, for run manifests.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "replay": self.replay.to_json(),
+            "continuations": self.continuations,
+            "regulariser": self.regulariser,
+            "regulariser_words": self.regulariser_words,
+            "regulariser_with_context": self.regulariser_with_context,
+            "regulariser_texts": self.regulariser_texts.len(),
+            "replay_previous": self.replay_previous,
+            "qa_answers": self.qa_answers.as_str(),
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "reduction": self.reduction.as_str(),
+        })
+    }
+}
+
+/// What an injection distilled and what it cost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DistillReport {
+    /// Target sequences per kind (`qa`, `continuation`, `regulariser`, and `qa-previous` in sequential mode).
+    pub targets: BTreeMap<String, usize>,
+    /// Targets with no token shared by both readers.
+    pub dropped: usize,
+    pub target_tokens: usize,
+    pub cache_bytes: usize,
+    pub teacher_seconds: f64,
+    pub epochs: usize,
+}
+
+/// SELF-PARAM (Wang et al., ICLR 2025).
+pub struct SelfParam {
+    pub settings: DistillSettings,
+    /// Every source of the dataset (unused by self-QA, kept for the replay seam).
+    pub dataset: Vec<Source>,
+    /// Shared with the replay methods of the same registry: the self-QA generations are made once.
+    pub cache: GenerationCache,
+}
+
+impl SelfParam {
+    /// Builds every target of `items` (QA from the replayed `records`, answered as `qa_answers` says), plus
+    /// earlier QA targets from `previous`.
+    fn targets(
+        &self,
+        generator: &mut dyn Generator,
+        items: &[Item],
+        records: &[engram_replay::Record],
+        previous: Option<&Path>,
+    ) -> Result<Vec<Target>, DistillError> {
+        let s = &self.settings;
+        let mut targets = Vec::new();
+        for (k, item) in items.iter().enumerate() {
+            let mine: Vec<_> = records
+                .iter()
+                .filter(|r| r.provenance.source == item.id)
+                .cloned()
+                .collect();
+            let mut pairs = record_pairs(&mine);
+            if s.qa_answers == QaAnswers::Teacher {
+                let questions: Vec<String> = pairs.iter().map(|(q, _)| q.clone()).collect();
+                let answers = teacher_answers(generator, &item.context, &questions)?;
+                pairs = questions
+                    .into_iter()
+                    .zip(answers)
+                    .filter(|(_, a)| !a.trim().is_empty())
+                    .collect();
+            }
+            let seed = s.replay.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            targets.extend(qa_targets(&item.id, &item.context, &pairs));
+            targets.extend(continuation_targets(
+                &item.id,
+                &item.context,
+                s.continuations,
+                6,
+                seed,
+            ));
+            targets.extend(regulariser_targets(
+                &item.id,
+                &item.context,
+                &s.regulariser_texts,
+                s.regulariser,
+                s.regulariser_words,
+                s.regulariser_with_context,
+                seed ^ 1,
+            ));
+        }
+        if let Some(dir) = previous.filter(|_| s.replay_previous > 0) {
+            let path = dir.join(TARGETS_FILE);
+            if path.is_file() {
+                let mut earlier: Vec<Target> = read_targets(&path)?
+                    .into_iter()
+                    .filter(|t| t.kind == TargetKind::Qa)
+                    .collect();
+                earlier.shuffle(&mut StdRng::seed_from_u64(s.replay.seed ^ 0x5eed));
+                earlier.truncate(s.replay_previous);
+                targets.extend(earlier);
+            }
+        }
+        Ok(targets)
+    }
+
+    fn run(
+        &self,
+        env: &mut InjectEnv<'_>,
+        items: &[Item],
+        previous: Option<&Path>,
+        out: &Path,
+    ) -> Result<Injection, DistillError> {
+        self.settings.validate()?;
+        let s = &self.settings;
+        let protocol = SelfQa::new(s.replay.n / 2, s.replay.temperature, s.replay.seed);
+        let records = replay_once(
+            &*env.model,
+            &protocol,
+            &Format::default(),
+            items,
+            &self.dataset,
+            &self.cache,
+            out,
+        )?;
+        let mut model = ModelGenerator::new(&*env.model);
+        let mut generator = Cached {
+            inner: &mut model,
+            cache: self.cache.clone(),
+        };
+        let fresh = self.targets(&mut generator, items, &records, previous)?;
+        let current: std::collections::BTreeSet<&str> =
+            items.iter().map(|i| i.id.as_str()).collect();
+        let path = out.join(TARGETS_FILE);
+        let jsonl = targets_jsonl(&fresh);
+        write_file_atomically(&path, jsonl.as_bytes()).map_err(|source| DistillError::Io {
+            path: path.clone(),
+            source,
+        })?;
+
+        let lm = &*env.model;
+        let prepared = prepare(
+            lm,
+            &fresh,
+            &TeacherConfig {
+                temperature: s.temperature,
+                top_k: s.top_k,
+                max_len: s.replay.finetune.max_len,
+                batch_size: 4,
+            },
+        )?;
+        let epochs = s.replay.epochs(prepared.student.len(), items.len());
+        let mut report = DistillReport {
+            dropped: prepared.dropped,
+            target_tokens: prepared.target_tokens,
+            cache_bytes: prepared.cache_bytes,
+            teacher_seconds: prepared.teacher_seconds,
+            epochs,
+            ..Default::default()
+        };
+        for &i in &prepared.kept {
+            let t = &fresh[i];
+            let kind = if t.kind == TargetKind::Qa && !current.contains(t.source.as_str()) {
+                "qa-previous".to_owned()
+            } else {
+                t.kind.as_str().to_owned()
+            };
+            *report.targets.entry(kind).or_default() += 1;
+        }
+        let rep = out.join(DISTILL_REPORT_FILE);
+        let json = serde_json::to_string_pretty(&report).expect("report serializes") + "\n";
+        write_file_atomically(&rep, json.as_bytes()).map_err(|source| DistillError::Io {
+            path: rep.clone(),
+            source,
+        })?;
+
+        let batcher = Batcher::new(
+            prepared.student,
+            BatchConfig {
+                batch_size: s.replay.finetune.batch_size,
+                max_len: s.replay.finetune.max_len,
+                packing: false,
+                seed: s.replay.seed,
+                pad_id: lm.tokenizer.padding_id(),
+            },
+        )?;
+        let settings = FineTuneSettings {
+            epochs,
+            ..s.replay.finetune.clone()
+        };
+        let data_id = format!(
+            "sha256:{:x} ({} targets), {}, previous {:?}",
+            Sha256::digest(jsonl.as_bytes()),
+            fresh.len(),
+            serde_json::json!({
+                "temperature": s.temperature,
+                "top_k": s.top_k,
+                "reduction": s.reduction.as_str()
+            }),
+            previous
+        );
+        let source = DistillBatches {
+            batcher: &batcher,
+            teacher: &prepared.teacher,
+            device: lm.model.device(),
+        };
+        let objective = Distill {
+            temperature: s.temperature,
+            reduction: s.reduction,
+        };
+        Ok(train_objective(
+            env, &settings, previous, out, data_id, &objective, &source,
+        )?)
+    }
+}
+
+impl Method for SelfParam {
+    fn name(&self) -> &str {
+        "self-param"
+    }
+    fn description(&self) -> &str {
+        "SELF-PARAM: KL distillation of the base model reading the context into an adapter reading QA, continuations and regulariser text without it"
+    }
+    fn trains(&self) -> bool {
+        true
+    }
+    fn inject(
+        &self,
+        env: &mut InjectEnv<'_>,
+        items: &[Item],
+        previous: Option<&Path>,
+        out: &Path,
+    ) -> Result<Injection, EvalError> {
+        if out.join(engram_lora::CONFIG_FILE).is_file() {
+            return Ok(Injection::Adapter(out.to_path_buf()));
+        }
+        self.run(env, items, previous, out).map_err(|e| match e {
+            DistillError::Eval(e) | DistillError::Replay(ReplayError::Eval(e)) => e,
+            other => EvalError::Method {
+                method: "self-param".into(),
+                source: Box::new(other),
+            },
+        })
+    }
+}
+
+/// Registers `self-param` with `settings`, generating through `cache` (share it with
+/// [`engram_replay::register`]'s methods).
+pub fn register(
+    registry: &mut Registry,
+    settings: &DistillSettings,
+    dataset: &[Item],
+    cache: &GenerationCache,
+) {
+    registry.register(Box::new(SelfParam {
+        settings: settings.clone(),
+        dataset: dataset.iter().map(Source::from).collect(),
+        cache: cache.clone(),
+    }));
+}
