@@ -127,41 +127,41 @@ fn softmax_f64(logits: &[f32], temperature: f32) -> Vec<f64> {
 fn token_kl(teacher: &TeacherDist, row: &mut [f32], temperature: f32) -> f64 {
     let t = temperature as f64;
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut sum = 0f64;
-    let exps: Vec<f64> = row
-        .iter()
-        .map(|&z| {
-            let e = ((z as f64 - max) / t).exp();
-            sum += e;
-            e
-        })
-        .collect();
-    // log q_j = (z_j − max)/T − ln(sum)
+    // In place, no scratch row (this runs for every target token of every step): one pass for the sum,
+    // one that reads each logit and overwrites it with its gradient.
+    let e = |z: f32| ((z as f64 - max) / t).exp();
+    let sum: f64 = row.iter().map(|&z| e(z)).sum();
     let log_sum = sum.ln();
-    let log_q = |j: usize| (row[j] as f64 - max) / t - log_sum;
+    // log q_j = (z_j − max)/T − ln(sum)
+    let log_q = |z: f32| (z as f64 - max) / t - log_sum;
     if teacher.is_dense() {
         let mut kl = 0f64;
-        for (j, &p) in teacher.probs.iter().enumerate() {
+        for (x, &p) in row.iter_mut().zip(&teacher.probs) {
             let p = p as f64;
             if p > 0.0 {
-                kl += p * (p.ln() - log_q(j));
+                kl += p * (p.ln() - log_q(*x));
             }
-        }
-        for (j, x) in row.iter_mut().enumerate() {
-            *x = (exps[j] / sum - teacher.probs[j] as f64) as f32;
+            *x = (e(*x) / sum - p) as f32;
         }
         return kl;
     }
     let mut in_top = 0f64;
     let mut kl = 0f64;
-    for (&id, &p) in teacher.ids.iter().zip(&teacher.probs) {
-        let j = id as usize;
-        in_top += exps[j];
-        let p = p as f64;
-        if p > 0.0 {
-            kl += p * (p.ln() - log_q(j));
-        }
-    }
+    // The top-k's own q, kept before the row is overwritten.
+    let q_top: Vec<f64> = teacher
+        .ids
+        .iter()
+        .zip(&teacher.probs)
+        .map(|(&id, &p)| {
+            let z = row[id as usize];
+            in_top += e(z);
+            let p = p as f64;
+            if p > 0.0 {
+                kl += p * (p.ln() - log_q(z));
+            }
+            e(z) / sum
+        })
+        .collect();
     // The rest bucket, from the exponentials outside the top-k rather than 1 − Σ top-k: no cancellation when
     // the top-k holds nearly all the mass.
     let q_rest = ((sum - in_top) / sum).max(f64::MIN_POSITIVE);
@@ -170,12 +170,11 @@ fn token_kl(teacher: &TeacherDist, row: &mut [f32], temperature: f32) -> f64 {
         kl += p_rest * (p_rest.ln() - q_rest.ln());
     }
     let outside = 1.0 - p_rest / q_rest;
-    for (j, x) in row.iter_mut().enumerate() {
-        *x = (exps[j] / sum * outside) as f32;
+    for x in row.iter_mut() {
+        *x = (e(*x) / sum * outside) as f32;
     }
-    for (&id, &p) in teacher.ids.iter().zip(&teacher.probs) {
-        let j = id as usize;
-        row[j] = (exps[j] / sum - p as f64) as f32;
+    for ((&id, &p), q) in teacher.ids.iter().zip(&teacher.probs).zip(q_top) {
+        row[id as usize] = (q - p as f64) as f32;
     }
     kl
 }

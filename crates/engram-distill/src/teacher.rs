@@ -2,6 +2,7 @@
 //! with, and the frozen base model's distributions at the aligned positions are cached ([`TeacherDist`], top-k
 //! plus the remaining mass by default). Training then never runs the teacher again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -155,13 +156,10 @@ pub fn prepare(
     let start = Instant::now();
     let teacher_model = lm.model.without_adapters()?;
     let device = teacher_model.device();
-    let longest = aligned
-        .iter()
-        .map(|a| a.teacher.ids.len())
-        .max()
-        .unwrap_or(2);
+    let (unique, owner) = share_teachers(&aligned);
+    let longest = unique.iter().map(|t| t.ids.len()).max().unwrap_or(2);
     let batcher = Batcher::new(
-        aligned.iter().map(|a| a.teacher.clone()).collect(),
+        unique.clone(),
         BatchConfig {
             batch_size: config.batch_size.max(1),
             max_len: longest.max(2),
@@ -170,7 +168,8 @@ pub fn prepare(
             pad_id: lm.tokenizer.padding_id(),
         },
     )?;
-    let mut teacher: Vec<Option<Vec<TeacherDist>>> = vec![None; aligned.len()];
+    // Per unique teacher sequence, its distributions at the union positions, in token order.
+    let mut computed: Vec<Vec<TeacherDist>> = vec![Vec::new(); unique.len()];
     for index in 0..batcher.batches_per_epoch() {
         let host = batcher.batch(0, index);
         let members = batcher.batch_examples(0, index);
@@ -193,15 +192,16 @@ pub fn prepare(
             .collect::<Vec<_>>();
         // Rows come example by example, each in token order: hand each example its share.
         for &m in members.iter().rev() {
-            let n = aligned[m].teacher.num_targets();
-            let tail = rows.split_off(rows.len() - n);
-            teacher[m] = Some(tail);
+            let n = unique[m].num_targets();
+            computed[m] = rows.split_off(rows.len() - n);
         }
     }
-    let teacher: Vec<Arc<Vec<TeacherDist>>> = teacher
-        .into_iter()
-        .map(|t| Arc::new(t.expect("every example is in one batch of an epoch")))
+    let teacher: Vec<Vec<TeacherDist>> = aligned
+        .iter()
+        .zip(&owner)
+        .map(|(a, &u)| own_rows(&unique[u].loss_mask, &a.teacher.loss_mask, &computed[u]))
         .collect();
+    let teacher: Vec<Arc<Vec<TeacherDist>>> = teacher.into_iter().map(Arc::new).collect();
     let cache_bytes = teacher
         .iter()
         .flat_map(|t| t.iter())
@@ -217,6 +217,43 @@ pub fn prepare(
         cache_bytes,
         teacher_seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Targets whose teacher reads the same tokens (every continuation of an item reads its whole context; a
+/// regulariser window drawn twice) share one forward pass: the distinct teacher sequences, each with the union
+/// of its targets' positions, and the index of each target's sequence.
+fn share_teachers(aligned: &[Aligned]) -> (Vec<TokenizedExample>, Vec<usize>) {
+    let mut unique: Vec<TokenizedExample> = Vec::new();
+    let mut index_of: HashMap<&[u32], usize> = HashMap::new();
+    let mut owner = Vec::with_capacity(aligned.len());
+    for a in aligned {
+        let u = *index_of.entry(a.teacher.ids.as_slice()).or_insert_with(|| {
+            unique.push(TokenizedExample {
+                ids: a.teacher.ids.clone(),
+                loss_mask: vec![false; a.teacher.ids.len()],
+            });
+            unique.len() - 1
+        });
+        for (m, &t) in unique[u].loss_mask.iter_mut().zip(&a.teacher.loss_mask) {
+            *m |= t;
+        }
+        owner.push(u);
+    }
+    (unique, owner)
+}
+
+/// The rows of a shared sequence (one per set flag of `union` after the first token, in order) that are at
+/// the positions `wanted` sets.
+fn own_rows<T: Clone>(union: &[bool], wanted: &[bool], rows: &[T]) -> Vec<T> {
+    union
+        .iter()
+        .zip(wanted)
+        .skip(1) // nothing predicts the first token: its flag never names a row
+        .filter(|(u, _)| **u)
+        .zip(rows)
+        .filter(|((_, w), _)| **w)
+        .map(|(_, r)| r.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -254,5 +291,31 @@ mod tests {
         // Identical sequences (a regulariser read without the context) align token for token.
         let same = align(&s, &s.ids).unwrap();
         assert_eq!(same.teacher.loss_mask, s.loss_mask);
+    }
+    /// Continuations of one item share the teacher's sequence: one pass over the union of their positions,
+    /// and each gets back exactly its own rows.
+    #[test]
+    fn identical_teacher_sequences_share_one_pass() {
+        let teacher = [5, 6, 7, 8, 9];
+        let a = align(&ex(&[8, 9], &[false, true]), &teacher).unwrap();
+        let b = align(&ex(&[7, 8, 9], &[false, true, true]), &teacher).unwrap();
+        let c = align(&ex(&[1, 9], &[false, true]), &[4, 9]).unwrap();
+        let (unique, owner) = share_teachers(&[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(owner, [0, 0, 1]);
+        assert_eq!(unique[0].loss_mask, [false, false, false, true, true]);
+        // Rows of the shared sequence, one per union position: token 8 then token 9.
+        let rows = ["row8", "row9"];
+        assert_eq!(
+            own_rows(&unique[0].loss_mask, &a.teacher.loss_mask, &rows),
+            ["row9"]
+        );
+        assert_eq!(
+            own_rows(&unique[0].loss_mask, &b.teacher.loss_mask, &rows),
+            ["row8", "row9"]
+        );
+        assert_eq!(
+            own_rows(&unique[1].loss_mask, &c.teacher.loss_mask, &["only"]),
+            ["only"]
+        );
     }
 }
