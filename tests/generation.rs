@@ -150,3 +150,46 @@ fn sampling_is_reproducible_from_its_seed() {
         "different seeds should sample different continuations"
     );
 }
+
+#[test]
+fn several_sequences_per_prompt_share_one_prefill_and_match_repeated_prompts() {
+    let m = model();
+    let prompts = vec![
+        chat(m, "Name a fruit."),
+        chat(m, "What colour is the sky on a clear day?"),
+    ];
+    let cfg = |n| GenerationConfig {
+        temperature: 0.8,
+        seed: 5,
+        num_return_sequences: n,
+        stop_strings: m.chat_template.stop_strings(),
+        ..GenerationConfig::greedy(12)
+    };
+    let shared = generate(&m.model, &m.tokenizer, &prompts, &cfg(3), &mut |_, _| {}).unwrap();
+    assert_eq!(shared.len(), 6, "3 generations for each of 2 prompts");
+    // The same rows, each prompt prefilled separately: row r*3+j must be identical (same sampler stream).
+    let repeated: Vec<Vec<u32>> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.clone(), 3))
+        .collect();
+    let plain = generate(&m.model, &m.tokenizer, &repeated, &cfg(1), &mut |_, _| {}).unwrap();
+    for (r, (a, b)) in shared.iter().zip(&plain).enumerate() {
+        assert_eq!(a.tokens, b.tokens, "row {r}");
+    }
+    let distinct: std::collections::HashSet<&Vec<u32>> =
+        shared[..3].iter().map(|g| &g.tokens).collect();
+    assert!(
+        distinct.len() > 1,
+        "samples of one prompt differ: {shared:?}"
+    );
+    let bad = GenerationConfig {
+        num_return_sequences: 0,
+        ..GenerationConfig::default()
+    };
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("num-return-sequences")
+    );
+}

@@ -18,6 +18,7 @@ use engram_model::{GenerationConfig, generate};
 use engram_replay::ReplaySettings;
 use engram_train::TrainConfig;
 
+use crate::curriculum::{CurriculumArgs, curriculum_section};
 use crate::{DeviceArgs, ModelArgs, Result, display_name, load, load_adapters};
 
 #[derive(Args, Debug)]
@@ -65,6 +66,8 @@ pub(crate) struct EvalArgs {
     replay: ReplayArgs,
     #[command(flatten)]
     distill: DistillArgs,
+    #[command(flatten)]
+    curriculum: CurriculumArgs,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -234,13 +237,17 @@ pub(crate) fn eval_cmd(args: EvalArgs) -> Result<()> {
     let dataset = load_dataset(&args.dataset)?;
     let replay = args.replay.settings(&settings)?;
     let distill = args.distill.settings(&replay)?;
-    let registry = registry(&settings, &replay, &distill, &dataset.items);
-    let methods = registry.select(&args.methods)?;
     let ids = dataset.split_ids(&args.split)?;
     let items = select_items(&dataset.items, ids, args.limit);
     if items.is_empty() {
         return Err(format!("{}: split `{}` has no items", dataset.name, args.split).into());
     }
+    let mut registry = registry(&settings, &replay, &distill, &dataset.items);
+    let gradual = args
+        .curriculum
+        .gradual(&dataset, &items, &settings, &replay, &distill)?;
+    crate::curriculum::register(&mut registry, &gradual);
+    let methods = registry.select(&args.methods)?;
     let probe = ProbeConfig {
         letter_orders: args.letter_orders,
         max_new_tokens: args.max_new_tokens,
@@ -277,7 +284,9 @@ pub(crate) fn eval_cmd(args: EvalArgs) -> Result<()> {
             probe,
             // Only the settings the chosen methods use, so that adding a method's options does not stop
             // older runs from resuming.
-            settings: if args.methods.iter().any(|m| m == "self-param") {
+            settings: if args.methods.iter().any(|m| m.starts_with("gradual")) {
+                serde_json::json!({"finetune": settings.to_json(), "replay": replay.to_json(), "distill": distill.to_json(), "gradual": args.curriculum.to_json(&gradual)})
+            } else if args.methods.iter().any(|m| m == "self-param") {
                 serde_json::json!({"finetune": settings.to_json(), "replay": replay.to_json(), "distill": distill.to_json()})
             } else if args
                 .methods
@@ -314,6 +323,16 @@ pub(crate) fn eval_cmd(args: EvalArgs) -> Result<()> {
     let seconds = engram_eval::harness::elapsed_seconds(&args.out);
     let summary = summarize(&spec.manifest, &rows, &loc, seconds);
     write_report(&args.out, &summary)?;
+    if let Some(section) = curriculum_section(&args.out, &args.methods)? {
+        // The category transitions belong with the rest of the evaluation.
+        let path = args.out.join("report.md");
+        let mut text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        text.push_str("\n## Curriculum\n\n");
+        text.push_str(&section);
+        engram_lora::write_file_atomically(&path, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
 
     // The overall table, as in report.md.
     print!("{:<12}", "condition");

@@ -1,5 +1,6 @@
 //! The `engram` command. Argument parsing, progress bars and printing only: the work is in the library crates.
 
+mod curriculum;
 mod eval;
 mod merge;
 mod replay;
@@ -66,6 +67,9 @@ enum Command {
     Replay(replay::ReplayCmdArgs),
     /// Write new knowledge into an adapter with a method (replay + fine-tuning in one go).
     Inject(replay::InjectArgs),
+    /// Sort a dataset's facts by how well the model knows them (SliCK: HighlyKnown, MaybeKnown,
+    /// WeaklyKnown, Unknown) from greedy and sampled few-shot answers; writes a categories JSONL.
+    Probe(curriculum::ProbeCmdArgs),
 }
 
 #[derive(Args, Debug)]
@@ -177,6 +181,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ask(args) => eval::ask_cmd(args),
         Command::Replay(args) => replay::replay_cmd(args),
         Command::Inject(args) => replay::inject_cmd(args),
+        Command::Probe(args) => curriculum::probe_cmd(args),
     }
 }
 
@@ -343,6 +348,7 @@ fn generate_cmd(args: GenerateArgs) -> Result<()> {
         stop_at_eos: !args.no_eos_stop,
         stop_strings: args.stop.clone(),
         repetition_penalty: args.repetition_penalty,
+        ..GenerationConfig::default()
     };
     // Validate options before the (slower) model load.
     cfg.validate()?;

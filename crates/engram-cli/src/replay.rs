@@ -15,6 +15,7 @@ use engram_replay::{
     Format, Generator, HttpGenerator, ModelGenerator, Source, protocol_by_name, records_jsonl,
 };
 
+use crate::curriculum::CurriculumArgs;
 use crate::eval::{DistillArgs, FineTuneArgs, ReplayArgs, registry};
 use crate::{DeviceArgs, ModelArgs, Result, load, load_adapters};
 
@@ -256,6 +257,8 @@ pub(crate) struct InjectArgs {
     #[command(flatten)]
     distill: DistillArgs,
     #[command(flatten)]
+    curriculum: CurriculumArgs,
+    #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
     device: DeviceArgs,
@@ -267,7 +270,22 @@ pub(crate) fn inject_cmd(args: InjectArgs) -> Result<()> {
     let replay = args.replay.settings(&settings)?;
     let distill = args.distill.settings(&replay)?;
     let (items, all) = args.source.items()?;
-    let registry = registry(&settings, &replay, &distill, &all);
+    let mut registry = registry(&settings, &replay, &distill, &all);
+    if args.method.starts_with("gradual") {
+        // A curriculum chooses its rounds on the dataset's dev facts.
+        let Some(name) = &args.source.dataset else {
+            return Err(format!(
+                "--method {}: needs --dataset (its dev split chooses each stage's round)",
+                args.method
+            )
+            .into());
+        };
+        let dataset = load_dataset(name)?;
+        let gradual = args
+            .curriculum
+            .gradual(&dataset, &items, &settings, &replay, &distill)?;
+        crate::curriculum::register(&mut registry, &gradual);
+    }
     let method = registry.select(std::slice::from_ref(&args.method))?[0];
     if !method.trains() {
         return Err(format!(
@@ -301,6 +319,9 @@ pub(crate) fn inject_cmd(args: InjectArgs) -> Result<()> {
     let injection = method.inject(&mut env, &items, None, &args.out)?;
     if let Some((_, report)) = engram_replay::method::read_replay(&args.out)? {
         print_report(&report);
+    }
+    if let Some(r) = engram_curriculum::method::read_report(&args.out)? {
+        println!("{}", engram_curriculum::report::render_markdown(&[r]));
     }
     let distilled = args.out.join(engram_distill::method::DISTILL_REPORT_FILE);
     if let Ok(text) = std::fs::read_to_string(&distilled) {

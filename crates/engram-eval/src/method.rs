@@ -111,6 +111,9 @@ pub struct FineTuneSettings {
     pub train: TrainConfig,
     /// Passes over the examples built from the items.
     pub epochs: usize,
+    /// When set, exactly this many optimizer steps instead of `epochs` (the data repeats as needed): how a
+    /// curriculum gives every schedule the same compute.
+    pub steps: Option<usize>,
     pub batch_size: usize,
     /// Tokens per example (longer ones are truncated).
     pub max_len: usize,
@@ -126,6 +129,7 @@ impl Default for FineTuneSettings {
             lora: LoraConfig::default(),
             train: TrainConfig::default(),
             epochs: 20,
+            steps: None,
             batch_size: 4,
             max_len: 512,
             seed: 0,
@@ -136,14 +140,25 @@ impl Default for FineTuneSettings {
 impl FineTuneSettings {
     /// The settings as JSON (the LoRA part in PEFT's `adapter_config.json` vocabulary), for run manifests.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "lora": self.lora.to_peft_json(),
             "train": self.train,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "max_len": self.max_len,
             "seed": self.seed,
-        })
+        });
+        // Only when set, so manifests written before the field existed still match on resume.
+        if let Some(steps) = self.steps {
+            json["steps"] = steps.into();
+        }
+        json
+    }
+
+    /// How long training runs: `steps` when set, else `epochs`.
+    pub fn length(&self) -> Length {
+        self.steps
+            .map_or(Length::Epochs(self.epochs), Length::Steps)
     }
 
     /// Checks ranges, naming the option.
@@ -155,6 +170,9 @@ impl FineTuneSettings {
         };
         if self.epochs == 0 {
             return Err(bad("epochs", 0));
+        }
+        if self.steps == Some(0) {
+            return Err(bad("steps", 0));
         }
         if self.batch_size == 0 {
             return Err(bad("batch-size", 0));
@@ -168,7 +186,7 @@ impl FineTuneSettings {
         }
         self.lora.validate()?;
         let train = TrainConfig {
-            length: Length::Epochs(self.epochs),
+            length: self.length(),
             ..self.train.clone()
         };
         train.validate()?;
@@ -369,7 +387,7 @@ where
         }
     };
     let config = TrainConfig {
-        length: Length::Epochs(settings.epochs),
+        length: settings.length(),
         seed: settings.seed,
         ..settings.train.clone()
     };
@@ -411,6 +429,12 @@ impl Registry {
     pub fn register(&mut self, method: Box<dyn Method>) {
         self.methods.retain(|m| m.name() != method.name());
         self.methods.push(method);
+    }
+
+    /// Removes the method `name` and hands it over (a curriculum runs it as one stage's objective).
+    pub fn take(&mut self, name: &str) -> Option<Box<dyn Method>> {
+        let i = self.methods.iter().position(|m| m.name() == name)?;
+        Some(self.methods.remove(i))
     }
 
     pub fn get(&self, name: &str) -> Option<&dyn Method> {

@@ -30,6 +30,10 @@ pub struct GenerationConfig {
     pub stop_strings: Vec<String>,
     /// CTRL-style repetition penalty (1.0 = off): logits of already generated tokens are divided by it.
     pub repetition_penalty: f32,
+    /// Generations per prompt (Hugging Face's name). The prompts are prefilled once and their KV cache is
+    /// repeated, so `n` samples of a prompt cost one prefill, not `n`. Result `r * n + j` is prompt `r`'s
+    /// `j`-th generation, drawn from the sampler stream of that row.
+    pub num_return_sequences: usize,
 }
 
 impl Default for GenerationConfig {
@@ -43,6 +47,7 @@ impl Default for GenerationConfig {
             stop_at_eos: true,
             stop_strings: Vec::new(),
             repetition_penalty: 1.0,
+            num_return_sequences: 1,
         }
     }
 }
@@ -78,6 +83,13 @@ impl GenerationConfig {
                 "repetition-penalty",
                 self.repetition_penalty,
                 "must be a finite number > 0 (1 = off)",
+            ));
+        }
+        if self.num_return_sequences == 0 {
+            return Err(ModelError::invalid(
+                "num-return-sequences",
+                0,
+                "must be at least 1",
             ));
         }
         if self.stop_strings.iter().any(|s| s.is_empty()) {
@@ -262,7 +274,7 @@ struct RowState {
     finish: Option<FinishReason>,
 }
 
-/// Generates a continuation for each prompt (token ids) in one left-padded batch.
+/// Generates `cfg.num_return_sequences` continuations for each prompt (token ids) in one left-padded batch.
 ///
 /// `on_text(row, chunk)` receives each row's text as it grows (never a partial UTF-8 character or a piece
 /// of a stop string that may still complete).
@@ -277,7 +289,8 @@ pub fn generate(
     let device = model.device();
     let pad_id = tokenizer.padding_id();
     let batch = left_padded_batch(prompts, pad_id, &device)?;
-    let b = prompts.len();
+    let n = cfg.num_return_sequences;
+    let b = prompts.len() * n;
     let prompt_len = batch.input.tokens.dims()[1];
     let max_pos = model.rope.max_positions();
     if prompt_len + cfg.max_new_tokens > max_pos {
@@ -292,6 +305,25 @@ pub fn generate(
     let mut key_padding = batch.input.key_padding.clone();
     let mut cache = model.new_cache();
     let mut logits = model.forward(batch.input, Some(&mut cache), Logits::Last);
+    let mut lengths = batch.lengths;
+    if n > 1 {
+        let index = crate::llama::repeat_index(prompts.len(), n, &device);
+        cache.repeat_rows(n);
+        logits = logits.select(0, index.clone());
+        lengths = lengths
+            .iter()
+            .flat_map(|&l| std::iter::repeat_n(l, n))
+            .collect();
+        // Rebuilt on the host rather than `select`ed: a selected bool tensor comes back as u8 on flex and
+        // would no longer concatenate with the decoding steps' masks.
+        key_padding = key_padding.map(|_| {
+            let mask: Vec<bool> = lengths
+                .iter()
+                .flat_map(|&l| (0..prompt_len).map(move |j| j < prompt_len - l))
+                .collect();
+            Tensor::<2, Bool>::from_data(TensorData::new(mask, [b, prompt_len]), &device)
+        });
+    }
     let mut sampler = Sampler::new(cfg.seed, b);
     let mut rows: Vec<RowState> = (0..b)
         .map(|_| RowState {
@@ -332,7 +364,7 @@ pub fn generate(
         }
         // Finished rows keep decoding a pad token; their outputs are ignored.
         let tokens: Vec<i64> = next.iter().map(|&t| t as i64).collect();
-        let positions: Vec<i64> = batch.lengths.iter().map(|&l| (l + step) as i64).collect();
+        let positions: Vec<i64> = lengths.iter().map(|&l| (l + step) as i64).collect();
         key_padding = key_padding.map(|kp| {
             let no_pad =
                 Tensor::<2, Bool>::from_data(TensorData::new(vec![false; b], [b, 1]), &device);

@@ -102,6 +102,19 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Repeats every cached row `times` times, in place (row `r` becomes rows `r * times .. (r + 1) * times`):
+    /// a batch of prompts is prefilled once and then sampled several times.
+    pub fn repeat_rows(&mut self, times: usize) {
+        if times <= 1 {
+            return;
+        }
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let index = repeat_index(k.dims()[0], times, &k.device());
+            *k = k.clone().select(0, index.clone());
+            *v = v.clone().select(0, index);
+        }
+    }
+
     fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let (k, v) = match self.layers[layer].take() {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
@@ -110,6 +123,12 @@ impl KvCache {
         self.layers[layer] = Some((k.clone(), v.clone()));
         (k, v)
     }
+}
+
+/// `[rows * times]` indices `0,0,..,1,1,..`: what `select` needs to repeat each row `times` times.
+pub fn repeat_index(rows: usize, times: usize, device: &Device) -> Tensor<1, Int> {
+    let index: Vec<i64> = (0..rows * times).map(|i| (i / times) as i64).collect();
+    Tensor::from_data(TensorData::new(index, [rows * times]), device)
 }
 
 /// One forward pass's inputs: token ids, their positions and which key positions are padding.
