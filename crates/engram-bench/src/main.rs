@@ -28,7 +28,8 @@ use clap::Parser;
 use engram_data::HostBatch;
 use engram_lora::{Adapters, LoraConfig};
 use engram_model::{
-    DeviceSpec, ForwardInput, LoadedModel, Logits, argmax, left_padded_batch, load_model,
+    DeviceSpec, ForwardInput, GenerationConfig, LoadedModel, Logits, argmax, generate,
+    left_padded_batch, load_model,
 };
 use engram_train::{
     AdamWConfig, BatchSource, CrossEntropy, Length, TokenBatch, TrainConfig, Trainer,
@@ -63,7 +64,7 @@ struct Args {
     python: PathBuf,
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Measure only this part (for profiling): load, prefill, decode or train.
+    /// Measure only this part (for profiling): load, prefill, decode, sample or train.
     #[arg(long)]
     only: Option<String>,
     /// Write the figures as JSON here too.
@@ -97,6 +98,12 @@ struct Figures {
     kl_step_s: f64,
     #[serde(default = "nan")]
     kl_loss_first: f64,
+    /// The knowledge probe's sampling: 4 prompts x 16 samples of 8 tokens, the prompts prefilled once and
+    /// their KV cache repeated (`num_return_sequences`), and as 64 repeated prompts (engram only).
+    #[serde(default = "nan")]
+    sample_shared_s: f64,
+    #[serde(default = "nan")]
+    sample_repeated_s: f64,
 }
 
 fn nan() -> f64 {
@@ -168,6 +175,44 @@ fn time_decode(m: &LoadedModel, reps: usize) -> f64 {
     run();
     let t = median((0..reps).map(|_| run()).collect());
     64.0 / t
+}
+
+/// Seconds to draw 16 samples of 8 tokens for each of 4 prompts of 96 tokens: with one prefill per prompt
+/// (`shared`) or with every sample's prompt prefilled (`repeated`, what generation did before).
+fn time_sampling(
+    m: &LoadedModel,
+    reps: usize,
+    shared: bool,
+) -> Result<f64, engram_model::ModelError> {
+    let prompts: Vec<Vec<u32>> = (0..4)
+        .map(|i| tokens_of_len(m, 96 + i)) // different lengths: padded, as in the probe
+        .collect();
+    let (rows, n) = if shared {
+        (prompts, 16)
+    } else {
+        let rows = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.clone(), 16))
+            .collect();
+        (rows, 1)
+    };
+    let cfg = GenerationConfig {
+        temperature: 0.5,
+        stop_at_eos: false,
+        num_return_sequences: n,
+        ..GenerationConfig::greedy(8)
+    };
+    let run = || -> Result<f64, engram_model::ModelError> {
+        let start = Instant::now();
+        generate(&m.model, &m.tokenizer, &rows, &cfg, &mut |_, _| {})?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    run()?;
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        times.push(run()?);
+    }
+    Ok(median(times))
 }
 
 /// The same batches at every step (the benchmark measures a step, not a data pipeline): the whole `[4, 128]`
@@ -445,6 +490,16 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
         } else {
             nan
         },
+        sample_shared_s: if want("sample") {
+            time_sampling(&m, args.reps, true)?
+        } else {
+            nan
+        },
+        sample_repeated_s: if want("sample") {
+            time_sampling(&m, args.reps, false)?
+        } else {
+            nan
+        },
         peak_rss_mb: peak_rss_mb(),
         ..train
     })
@@ -523,7 +578,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| metric | engram | pytorch | engram / pytorch |");
     println!("|---|---:|---:|---:|");
     type Row = (&'static str, fn(&Figures) -> f64);
-    let rows: [Row; 13] = [
+    let rows: [Row; 16] = [
         ("load (s)", |f| f.load_s),
         ("prefill tok/s, 128 tokens, batch 1", |f| f.prefill_b1_tok_s),
         ("prefill tok/s, 128 tokens, batch 4", |f| f.prefill_b4_tok_s),
@@ -546,6 +601,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             f.kl_step_s / f.train_step_s
         }),
         ("KL loss, first step", |f| f.kl_loss_first),
+        (
+            "probe sampling (s), 4 prompts x 16 samples, shared prefill",
+            |f| f.sample_shared_s,
+        ),
+        ("probe sampling (s), the same as 64 prefilled rows", |f| {
+            f.sample_repeated_s
+        }),
+        ("shared / repeated prefill (same run)", |f| {
+            f.sample_shared_s / f.sample_repeated_s
+        }),
     ];
     for (name, get) in rows {
         let ours_v = get(&ours);

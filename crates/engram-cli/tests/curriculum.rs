@@ -3,19 +3,8 @@
 //! probe cache; `engram inject --method gradual-all` trains in rounds chosen on dev facts and reports the
 //! category transitions.
 
-use std::process::Command;
-
-fn engram(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_engram"))
-        .args(args)
-        .output()
-        .expect("engram runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::engram;
 
 const ITEMS: [(&str, &str, &str); 6] = [
     ("france", "What is the capital of France?", "Paris"),

@@ -3,19 +3,8 @@
 //! reading the text; student, the adapter reading only the targets) — and `engram ask` then answers a direct
 //! question about it without the text, where the base model could not.
 
-use std::process::Command;
-
-fn engram(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_engram"))
-        .args(args)
-        .output()
-        .expect("engram runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::engram;
 
 #[test]
 fn self_qa_injection_answers_what_the_base_model_could_not() {
