@@ -31,3 +31,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     Ok(())
 }
+
+#[test]
+fn answers_a_simple_question() {
+    let lm = engram::load_default_model().unwrap();
+    let prompt = lm
+        .chat_template
+        .render(&[Message::user("What is the capital of France?")], true)
+        .unwrap();
+    let ids = lm.tokenizer.encode(&prompt).unwrap();
+    let out = generate(
+        &lm.model,
+        &lm.tokenizer,
+        &[ids],
+        &GenerationConfig::greedy(12),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(out[0].text.contains("Paris"), "{}", out[0].text);
+}

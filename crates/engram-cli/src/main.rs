@@ -1,9 +1,11 @@
 //! The `engram` command. Argument parsing, progress bars and printing only: the work is in the library crates.
 
 mod curriculum;
+mod demo;
 mod eval;
 mod merge;
 mod replay;
+mod serve;
 mod train;
 
 use std::io::Write;
@@ -70,6 +72,12 @@ enum Command {
     /// Sort a dataset's facts by how well the model knows them (SliCK: HighlyKnown, MaybeKnown,
     /// WeaklyKnown, Unknown) from greedy and sampled few-shot answers; writes a categories JSONL.
     Probe(curriculum::ProbeCmdArgs),
+    /// See engram work in a few minutes: a text's questions answered by the base model (without the text),
+    /// with the text in the prompt, and by an adapter the text was just written into (without the text).
+    Demo(demo::DemoArgs),
+    /// Serve the model and its adapters with an OpenAI-compatible API (/v1/chat/completions,
+    /// /v1/completions, /v1/models) on loopback; a request picks an adapter with `"model": NAME`.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -182,6 +190,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Replay(args) => replay::replay_cmd(args),
         Command::Inject(args) => replay::inject_cmd(args),
         Command::Probe(args) => curriculum::probe_cmd(args),
+        Command::Demo(args) => demo::demo_cmd(args),
+        Command::Serve(args) => serve::serve_cmd(args),
     }
 }
 
