@@ -86,6 +86,7 @@
 //!
 //! The examples (`cargo run --release --example NAME`) go one step further each: `generate`, `lora_train`,
 //! `replay_data`, `self_param`, `gradual` and `evaluate`.
+#![warn(missing_docs)]
 
 pub use engram_fetch as fetch;
 pub use engram_formats as formats;

@@ -109,8 +109,11 @@ pub fn counts<'a>(categories: impl IntoIterator<Item = &'a Category>) -> [usize;
 /// `Category::ALL[i]` to `Category::ALL[j]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transitions {
+    /// Label of the earlier probe (`before`, `stage 1`, ...).
     pub from: String,
+    /// Label of the later probe (`stage 1`, ..., `final`).
     pub to: String,
+    /// `counts[i][j]`: facts that went from `Category::ALL[i]` to `Category::ALL[j]`.
     pub counts: [[usize; 4]; 4],
 }
 

@@ -6,37 +6,61 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CurriculumError {
+    /// Reading or writing a file (probe cache, knowledge, report, adapter) failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file concerned.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// An option out of range or unknown.
     #[error("invalid option `{name}` = {value}: {reason}")]
     Option {
+        /// The option's name, as the CLI spells it.
         name: String,
+        /// The value given.
         value: String,
+        /// Why it is rejected.
         reason: String,
     },
-    /// A malformed line of a knowledge (categories) file.
+    /// A malformed line of a knowledge (categories) file, or a `gradual.json` that does not parse.
     #[error("{}:{line}: {message}", path.display())]
     Parse {
+        /// The file.
         path: PathBuf,
+        /// 1-based line (the JSON error's line for `gradual.json`).
         line: usize,
+        /// What is wrong.
         message: String,
     },
-    /// Counts that cannot come from a probe (more right answers than answers, no greedy answer at all).
+    /// Counts that cannot come from a probe (more right answers than answers, no greedy answer at all), or a
+    /// fact missing from a later probe.
     #[error("fact {id:?}: {message}")]
-    Counts { id: String, message: String },
+    Counts {
+        /// The fact's id.
+        id: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An answerer returned a different number of answers than asked.
     #[error("answerer {name}: {message}")]
-    Answerer { name: String, message: String },
+    Answerer {
+        /// The answerer's identity.
+        name: String,
+        /// What it returned.
+        message: String,
+    },
+    /// Loading the model or generating answers failed.
     #[error(transparent)]
     Model(#[from] engram_model::ModelError),
+    /// Rendering a few-shot prompt with the chat template failed.
     #[error(transparent)]
     Template(#[from] engram_tokenizer::TokenizerError),
+    /// A stage's training method, or another evaluation-crate step, failed.
     #[error(transparent)]
     Eval(#[from] engram_eval::EvalError),
+    /// Loading or attaching an adapter failed.
     #[error(transparent)]
     Lora(#[from] engram_lora::LoraError),
 }

@@ -14,6 +14,7 @@
 //! - [`method`]: a curriculum as an evaluation [`engram_eval::Method`] (`gradual`, `gradual-all`,
 //!   `gradual-maybe`) whose stages run any registered training method, choosing rounds on dev facts only.
 //! - [`report`]: the curriculum table with paired bootstrap intervals.
+#![warn(missing_docs)]
 
 pub mod category;
 mod error;

@@ -30,6 +30,7 @@ pub type MethodFactory =
 /// How a curriculum probes and trains.
 #[derive(Clone)]
 pub struct GradualSettings {
+    /// How facts are probed.
     pub probe: ProbeSettings,
     /// The training method of every stage.
     pub stage_method: String,
@@ -52,6 +53,7 @@ pub struct GradualSettings {
 }
 
 impl GradualSettings {
+    /// Checks ranges (probe settings, `rounds`, `check_prompts`) and that there are dev facts, naming the option.
     pub fn validate(&self) -> Result<(), CurriculumError> {
         self.probe.validate()?;
         if self.rounds == 0 {
@@ -78,33 +80,47 @@ impl GradualSettings {
 /// One training round of a stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoundReport {
+    /// Optimizer steps of this round.
     pub steps: usize,
+    /// Mean greedy accuracy on the dev facts after the round.
     pub dev_accuracy: f64,
+    /// The adapter after the round (rounds continue one another).
     pub adapter: PathBuf,
 }
 
 /// One stage: what it trained, its rounds and what the probe found after it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StageReport {
+    /// The facts the stage trained and its step budget.
     pub plan: StagePlan,
+    /// Its rounds, in order.
     pub rounds: Vec<RoundReport>,
     /// Index of the kept round; `None` when the stage had nothing to train.
     pub chosen: Option<usize>,
     /// Facts per category after the stage (`Category::ALL` order).
     pub categories: [usize; 4],
+    /// Mean greedy accuracy on the test facts after the stage; `None` without test facts.
     pub test_accuracy: Option<f64>,
 }
 
 /// What `gradual.json` holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GradualReport {
+    /// The curriculum's name (`gradual`, `gradual-all`, ...).
     pub method: String,
+    /// The training method every stage ran.
     pub stage_method: String,
+    /// How facts were probed.
     pub probe: ProbeSettings,
+    /// Facts the curriculum chose from (the injected items' direct questions).
     pub facts: usize,
+    /// Facts per category before training (`Category::ALL` order).
     pub initial: [usize; 4],
+    /// Mean greedy accuracy on the dev facts before training.
     pub dev_accuracy_base: f64,
+    /// The same on the test facts; `None` without test facts.
     pub test_accuracy_base: Option<f64>,
+    /// The stages, in order.
     pub stages: Vec<StageReport>,
     /// Before → after stage 1, after stage 1 → after stage 2, ..., and before → final.
     pub transitions: Vec<Transitions>,
@@ -116,6 +132,7 @@ pub struct GradualReport {
     pub forgotten: usize,
     /// Optimizer steps actually run (all rounds).
     pub steps: usize,
+    /// Wall time of the whole curriculum, in seconds.
     pub seconds: f64,
     /// The final adapter; `None` when nothing was trained.
     pub adapter: Option<PathBuf>,
@@ -127,8 +144,11 @@ const PROBE_ADAPTER: &str = "gradual-probe";
 
 /// A curriculum as an evaluation method.
 pub struct Gradual {
+    /// Decides what each stage trains.
     pub curriculum: Box<dyn Curriculum>,
+    /// Probe, training and dev-check settings.
     pub settings: GradualSettings,
+    /// Builds each round's training method.
     pub factory: MethodFactory,
 }
 

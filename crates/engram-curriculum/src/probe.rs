@@ -28,7 +28,9 @@ pub struct Fact {
     pub id: String,
     /// The item it comes from.
     pub item: String,
+    /// The question (the item's direct question).
     pub question: String,
+    /// Its reference answer.
     pub answer: String,
 }
 
@@ -68,6 +70,7 @@ pub struct ProbeSettings {
     pub shots: usize,
     /// Sampled answers per fact, spread over the prompts (0: greedy only, so no fact is `WeaklyKnown`).
     pub samples: usize,
+    /// Temperature of the sampled answers.
     pub temperature: f32,
     /// Upper bound on an answer's tokens (an answer also ends at its first line).
     pub max_new_tokens: usize,
@@ -133,15 +136,21 @@ impl ProbeSettings {
 /// What one probe found about one fact.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Knowledge {
+    /// The fact's id.
     pub id: String,
+    /// The question asked.
     pub question: String,
+    /// The reference answer.
     pub answer: String,
+    /// The category the counts give.
     pub category: Category,
     /// Greedy answers, one per prompt.
     pub greedy: Vec<String>,
+    /// Greedy answers that are right.
     pub greedy_right: usize,
     /// Sampled answers.
     pub sampled: Vec<String>,
+    /// Sampled answers that are right.
     pub sampled_right: usize,
 }
 
@@ -159,7 +168,9 @@ pub struct Ask {
     pub n: usize,
     /// 0 = greedy.
     pub temperature: f32,
+    /// Upper bound on an answer's tokens.
     pub max_new_tokens: usize,
+    /// Seeds the sampler.
     pub seed: u64,
 }
 
@@ -300,6 +311,7 @@ pub fn probe_facts(
 
 /// An engram model (with whatever adapters are attached to it) as an [`Answerer`].
 pub struct ModelAnswerer<'a> {
+    /// The model that answers, with its attached adapters.
     pub model: &'a LoadedModel,
     /// Prompts per generation batch (each with its `n` answers).
     pub batch_size: usize,
@@ -393,6 +405,7 @@ impl Answerer for ModelAnswerer<'_> {
 /// Probe results on disk, one JSONL file per answerer identity, settings and facts.
 #[derive(Clone, Debug)]
 pub struct ProbeCache {
+    /// The folder holding the cache files.
     pub dir: PathBuf,
 }
 

@@ -31,7 +31,9 @@ impl StagePlan {
 pub trait Curriculum: Send + Sync {
     /// The method name it runs under (`gradual`, `gradual-all`, ...).
     fn name(&self) -> &str;
+    /// One line for `--help` and the report.
     fn description(&self) -> &str;
+    /// What stage `stage` trains, given the probe before training (`initial`) and now (`current`).
     fn plan(&self, stage: usize, initial: &[Knowledge], current: &[Knowledge])
     -> Option<StagePlan>;
     /// Steps over all stages: what baselines at equal compute get.
@@ -44,16 +46,21 @@ fn ids_where(k: &[Knowledge], keep: impl Fn(&Knowledge) -> bool) -> Vec<String> 
 
 /// Gradual Learning's schedule: stage 1 trains the `MaybeKnown` facts (partly mastered: the ones fine-tuning
 /// helps most); then every fact is re-probed, and stage 2 trains the facts that are partly mastered now —
-/// those that moved up into `MaybeKnown` or `WeaklyKnown`, and stage-1 facts still `MaybeKnown` — with
-/// `replay_share` × as many `HighlyKnown` facts replayed so that mastered knowledge is kept.
+/// every fact `MaybeKnown` now (moved up into it, still there after stage 1, or slipped down from
+/// `HighlyKnown`) and those that moved up into `WeaklyKnown` — with `replay_share` × as many `HighlyKnown`
+/// facts replayed so that mastered knowledge is kept.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TwoStage {
+    /// Optimizer steps of stage 1 and stage 2.
     pub steps: [usize; 2],
+    /// `HighlyKnown` facts replayed in stage 2 per fact trained (≥ 0).
     pub replay_share: f64,
+    /// Seeds which `HighlyKnown` facts are replayed.
     pub seed: u64,
 }
 
 impl TwoStage {
+    /// Checks that both stages have steps and `replay_share` is a finite number ≥ 0.
     pub fn validate(&self) -> Result<(), CurriculumError> {
         if self.steps.contains(&0) {
             return Err(CurriculumError::option(
@@ -138,7 +145,9 @@ pub enum Selection {
 /// A baseline: one stage of `steps` steps on the [`Selection`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OneStage {
+    /// Which facts the stage trains.
     pub selection: Selection,
+    /// Optimizer steps of the stage.
     pub steps: usize,
 }
 

@@ -44,6 +44,7 @@ impl KlReduction {
         }
     }
 
+    /// The name [`KlReduction::parse`] reads.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PerToken => "per-token",
@@ -65,8 +66,11 @@ impl KlReduction {
 /// `probs` one entry per token, `rest` 0).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TeacherDist {
+    /// The kept token ids, in increasing order (empty: the whole vocabulary).
     pub ids: Vec<u32>,
+    /// Their probabilities at temperature `T` (with `ids` empty, one per vocabulary token).
     pub probs: Vec<f32>,
+    /// Probability mass of the tokens not in `ids` (0 for the whole vocabulary).
     pub rest: f32,
 }
 

@@ -16,6 +16,7 @@
 //!   are the engine's.
 //! - [`method`]: `self-param`, an evaluation [`engram_eval::Method`] (single, batch and sequential modes;
 //!   `engram inject --method self-param`).
+#![warn(missing_docs)]
 
 mod error;
 pub mod kl;

@@ -50,6 +50,7 @@ pub enum QaAnswers {
 }
 
 impl QaAnswers {
+    /// `teacher` or `replay`.
     pub fn parse(s: &str) -> Result<Self, DistillError> {
         match s {
             "teacher" => Ok(Self::Teacher),
@@ -62,6 +63,7 @@ impl QaAnswers {
         }
     }
 
+    /// The name [`QaAnswers::parse`] reads.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Teacher => "teacher",
@@ -97,6 +99,7 @@ pub struct DistillSettings {
     pub continuations: usize,
     /// Regulariser windows per item, and their length in words.
     pub regulariser: usize,
+    /// Length of each regulariser window, in words.
     pub regulariser_words: usize,
     /// Whether the teacher reads the context before the regulariser text (SELF-PARAM's default).
     pub regulariser_with_context: bool,
@@ -106,8 +109,11 @@ pub struct DistillSettings {
     pub replay_previous: usize,
     /// Whose answers the QA targets carry.
     pub qa_answers: QaAnswers,
+    /// Distillation temperature `T` (> 0).
     pub temperature: f32,
+    /// Teacher tokens kept per position (`None`: the whole vocabulary).
     pub top_k: Option<usize>,
+    /// How per-token KL values become one loss.
     pub reduction: KlReduction,
 }
 
@@ -133,6 +139,7 @@ impl Default for DistillSettings {
 }
 
 impl DistillSettings {
+    /// Checks ranges, naming the option.
     pub fn validate(&self) -> Result<(), DistillError> {
         self.replay.validate()?;
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
@@ -184,14 +191,19 @@ pub struct DistillReport {
     pub targets: BTreeMap<String, usize>,
     /// Targets with no token shared by both readers.
     pub dropped: usize,
+    /// Teacher distributions cached (one per student target token).
     pub target_tokens: usize,
+    /// Memory of the cached distributions, in bytes.
     pub cache_bytes: usize,
+    /// Wall time of the teacher's forward passes, in seconds.
     pub teacher_seconds: f64,
+    /// Passes over the target sequences.
     pub epochs: usize,
 }
 
 /// SELF-PARAM (Wang et al., ICLR 2025).
 pub struct SelfParam {
+    /// How targets are built and the student trained.
     pub settings: DistillSettings,
     /// Every source of the dataset (unused by self-QA, kept for the replay seam).
     pub dataset: Vec<Source>,

@@ -14,15 +14,19 @@ use crate::kl::{KlReduction, TeacherDist, kl_loss};
 /// of `tokens.target_positions`.
 #[derive(Clone, Debug)]
 pub struct DistillBatch {
+    /// The student's token ids and target positions.
     pub tokens: TokenBatch,
+    /// Per sequence of the batch, the teacher's distribution at each of its target tokens.
     pub teacher: Vec<Arc<Vec<TeacherDist>>>,
 }
 
 /// Student batches from a [`Batcher`] with the cached teacher distributions of their sequences.
 pub struct DistillBatches<'a> {
+    /// The student's sequences, batched.
     pub batcher: &'a Batcher,
     /// Per student sequence (the batcher's examples, same order).
     pub teacher: &'a [Arc<Vec<TeacherDist>>],
+    /// The device the batches go to.
     pub device: Device,
 }
 
@@ -50,7 +54,9 @@ impl BatchSource for DistillBatches<'_> {
 /// a lookup. A batch's logits are `[targets, vocab]` for the student alone: the teacher's never exist in full.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Distill {
+    /// Distillation temperature `T` (> 0).
     pub temperature: f32,
+    /// How per-token KL values become one loss.
     pub reduction: KlReduction,
 }
 

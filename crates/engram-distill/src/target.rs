@@ -28,8 +28,10 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
+    /// Every kind, in the order targets are built.
     pub const ALL: [TargetKind; 3] = [Self::Qa, Self::Continuation, Self::Regulariser];
 
+    /// The name in `targets.jsonl` and reports (`qa`, `continuation`, `regulariser`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Qa => "qa",
@@ -43,10 +45,13 @@ impl TargetKind {
 /// every token of a text) that the teacher's input ends with too.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Target {
+    /// Which target set it belongs to.
     pub kind: TargetKind,
     /// The item whose context the teacher reads.
     pub source: String,
+    /// What the teacher reads: the context, then the target tokens.
     pub teacher: Example,
+    /// What the student reads: the target tokens without the context.
     pub student: Example,
 }
 

@@ -88,12 +88,15 @@ impl Default for TeacherConfig {
 /// Targets ready for training: the student's sequences and, per sequence, the teacher's distribution at each
 /// of its target tokens, in order.
 pub struct Prepared {
+    /// The student's tokenized sequences, with their target tokens masked in.
     pub student: Vec<TokenizedExample>,
+    /// Per student sequence, the teacher's distribution at each of its target tokens.
     pub teacher: Vec<Arc<Vec<TeacherDist>>>,
     /// Index into the targets given to [`prepare`] of each kept sequence.
     pub kept: Vec<usize>,
     /// Targets with no token both readers share (e.g. truncated away).
     pub dropped: usize,
+    /// Teacher distributions cached (one per student target token).
     pub target_tokens: usize,
     /// Memory of the cached distributions.
     pub cache_bytes: usize,

@@ -54,18 +54,26 @@ impl QuestionKind {
 /// One question about an item, with its short answer and four options (the answer is one of them).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Question {
+    /// What the question tests.
     pub kind: QuestionKind,
+    /// The question text.
     pub question: String,
+    /// The short reference answer.
     pub answer: String,
+    /// The [`OPTIONS`] multiple-choice options, one of them the answer.
     pub options: Vec<String>,
 }
 
 /// One piece of new knowledge and the questions that test it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Item {
+    /// Unique id within the dataset (`news-events-007`).
     pub id: String,
+    /// Topic group the item belongs to (`events`).
     pub domain: String,
+    /// The new knowledge, as text: what methods inject and `icl` puts in the prompt.
     pub context: String,
+    /// The questions that test it.
     pub questions: Vec<Question>,
 }
 
@@ -227,8 +235,11 @@ fn text_field(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Strin
 /// Fixed train / dev / test item ids (`splits.json`). A method may tune only on dev.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Splits {
+    /// Ids of the items methods may train on.
     pub train: Vec<String>,
+    /// Ids of the items methods may tune their settings on.
     pub dev: Vec<String>,
+    /// Ids of the held-out items reported on.
     pub test: Vec<String>,
 }
 

@@ -38,6 +38,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode's name as the CLI and `run.json` spell it.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Single => "single",
@@ -64,19 +65,26 @@ impl FromStr for Mode {
 /// One question asked under one condition.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResultRow {
+    /// The method (condition) the question was asked under, e.g. `base`, `icl`, `naive-ft`.
     pub condition: String,
     /// The injection measured: `-` (nothing trained), an item id (single), `all` (batch), `step-007`
     /// (sequential).
     pub unit: String,
     /// Sequential mode: how many items had been injected when the question was asked.
     pub step: Option<usize>,
+    /// Id of the item the question belongs to.
     pub item_id: String,
+    /// The item's domain.
     pub domain: String,
+    /// What the question tests.
     pub kind: QuestionKind,
     /// Position of the question in its item.
     pub question_index: usize,
+    /// The question text.
     pub question: String,
+    /// The reference answer.
     pub answer: String,
+    /// How the model's answer scored.
     #[serde(flatten)]
     pub scores: QuestionScores,
 }
@@ -84,9 +92,13 @@ pub struct ResultRow {
 /// Locality measured after one injection.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LocalityRow {
+    /// The method (condition) whose adapter was measured.
     pub condition: String,
+    /// The injection measured, as in [`ResultRow::unit`].
     pub unit: String,
+    /// Sequential mode: how many items had been injected.
     pub step: Option<usize>,
+    /// How much the adapter changed the model's behaviour elsewhere.
     #[serde(flatten)]
     pub scores: LocalityScores,
 }
@@ -94,41 +106,71 @@ pub struct LocalityRow {
 /// What a run asks: a resumed run must ask exactly this.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunManifest {
+    /// The dataset's name (a shipped dataset or the items file).
     pub dataset: String,
+    /// The split asked: `train`, `dev`, `test` or `all`.
     pub split: String,
+    /// How items are injected.
     pub mode: Mode,
+    /// Ids of the items asked, in order.
     pub item_ids: Vec<String>,
+    /// The methods (conditions) compared, by name.
     pub methods: Vec<String>,
+    /// How questions are asked and scored.
     pub probe: ProbeConfig,
     /// Method settings as given (e.g. the fine-tuning recipe), compared on resume.
     pub settings: serde_json::Value,
+    /// Number of locality questions (0: locality not measured).
     pub locality_questions: usize,
+    /// The model's display name.
     pub model: String,
 }
 
 /// Everything a run needs besides the model and the methods.
 pub struct RunSpec {
+    /// What is asked; written to `run.json`.
     pub manifest: RunManifest,
+    /// The items, in the order of `manifest.item_ids`.
     pub items: Vec<Item>,
+    /// The locality questions and texts; `None`: locality not measured.
     pub locality: Option<LocalitySet>,
     /// Adapters whose locality is measured per method (single mode trains one per item; measuring each
     /// would cost more than the training). Sequential mode measures the last step only.
     pub locality_units: usize,
+    /// The run folder.
     pub out: PathBuf,
 }
 
 /// What the harness reports while it runs.
 pub enum Progress<'a> {
     /// The run's size in questions to ask (counting every condition and re-asking).
-    Planned { questions: usize, resumed: usize },
+    Planned {
+        /// Questions in the whole run.
+        questions: usize,
+        /// Questions already answered by an earlier invocation.
+        resumed: usize,
+    },
     /// A method starts injecting for a unit.
-    Injecting { method: &'a str, unit: &'a str },
+    Injecting {
+        /// The method's name.
+        method: &'a str,
+        /// The unit's name (an item id, `all` or `step-NNN`).
+        unit: &'a str,
+    },
     /// A training step of the current injection.
     Step(&'a StepMetrics),
     /// Questions asked.
-    Asked { questions: usize },
+    Asked {
+        /// Questions just answered (one item's).
+        questions: usize,
+    },
     /// Locality is being measured.
-    Locality { method: &'a str, unit: &'a str },
+    Locality {
+        /// The method's name.
+        method: &'a str,
+        /// The unit's name.
+        unit: &'a str,
+    },
 }
 
 /// One unit of work: inject `items` (continuing from `previous_unit`), then ask `ask`.
@@ -185,9 +227,11 @@ fn units(method: &dyn Method, mode: Mode, n: usize, locality_units: usize) -> Ve
     }
 }
 
-/// File names inside the run folder.
+/// One row per question per condition, inside the run folder.
 pub const RESULTS_FILE: &str = "results.jsonl";
+/// One row per adapter whose locality was measured, inside the run folder.
 pub const LOCALITY_FILE: &str = "locality.jsonl";
+/// What the run asks (its [`RunManifest`]), inside the run folder.
 pub const MANIFEST_FILE: &str = "run.json";
 const LOCALITY_BASE_FILE: &str = "locality-base.json";
 /// Seconds spent on the run so far, over every invocation (model loading excluded).

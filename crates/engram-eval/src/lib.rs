@@ -17,6 +17,7 @@
 //!   [`Registry`] that later crates extend.
 //! - **Runs** ([`harness`]): single / batch / sequential injection, one JSONL row per question per condition,
 //!   resumable; [`report`] turns the rows into `summary.json`, `report.md` and SVG charts.
+#![warn(missing_docs)]
 
 pub mod dataset;
 mod error;

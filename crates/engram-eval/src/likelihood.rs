@@ -38,7 +38,9 @@ impl OptionScore {
 /// before it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Continuation {
+    /// The prompt's token ids followed by the continuation's.
     pub ids: Vec<u32>,
+    /// Index in `ids` of the first scored token.
     pub start: usize,
 }
 

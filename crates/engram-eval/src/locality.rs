@@ -18,10 +18,14 @@ pub struct LocalityBaseline {
     pub perplexity: Option<f64>,
 }
 
+/// The base model's greedy answer to one locality question.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BaselineAnswer {
+    /// Id of the item the question comes from.
     pub item_id: String,
+    /// The answer's token ids, as generated.
     pub tokens: Vec<u32>,
+    /// The answer's text, trimmed.
     pub text: String,
 }
 
@@ -36,15 +40,18 @@ pub struct LocalityScores {
     pub accuracy: f64,
     /// The base model's accuracy on the same questions.
     pub base_accuracy: f64,
-    /// Perplexity on the general text, and its ratio to the base model's.
+    /// Perplexity on the general text; `None` without general text.
     pub perplexity: Option<f64>,
+    /// `perplexity` over the base model's (1.0: unchanged); `None` without general text.
     pub perplexity_ratio: Option<f64>,
+    /// Number of locality questions asked.
     pub questions: usize,
 }
 
 /// The questions and text locality is measured on.
 #[derive(Clone, Debug, Default)]
 pub struct LocalitySet {
+    /// Unrelated questions, with the item each comes from.
     pub questions: Vec<(Item, Question)>,
     /// Plain text documents (e.g. `datasets/general/*.txt`).
     pub texts: Vec<String>,

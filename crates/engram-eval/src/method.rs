@@ -29,7 +29,10 @@ use crate::{EvalError, Item, QuestionKind};
 #[serde(rename_all = "kebab-case")]
 pub enum Injection {
     /// Nothing is written into the weights; `context` says whether the item's context is in the prompt.
-    Prompt { context: bool },
+    Prompt {
+        /// Whether the item's context is put in the prompt (`icl`) or not (`base`).
+        context: bool,
+    },
     /// A PEFT adapter folder to load on the base model (questions are asked without the context).
     Adapter(PathBuf),
 }
@@ -106,6 +109,7 @@ impl Method for Prompted {
 /// How the fine-tuning baselines train.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FineTuneSettings {
+    /// The adapter's LoRA settings.
     pub lora: LoraConfig,
     /// Learning rate, schedule, clipping... (`length` is replaced by `epochs`).
     pub train: TrainConfig,
@@ -114,6 +118,7 @@ pub struct FineTuneSettings {
     /// When set, exactly this many optimizer steps instead of `epochs` (the data repeats as needed): how a
     /// curriculum gives every schedule the same compute.
     pub steps: Option<usize>,
+    /// Examples per micro-batch.
     pub batch_size: usize,
     /// Tokens per example (longer ones are truncated).
     pub max_len: usize,
@@ -199,9 +204,13 @@ pub type ExampleBuilder = fn(&Item) -> Vec<Example>;
 
 /// Supervised fine-tuning of a LoRA adapter on examples built from each item.
 pub struct FineTune {
+    /// The method's name (`naive-ft`, `prefix-ft`, `qa-ft`, ...).
     pub name: String,
+    /// One line for `--help` and the report.
     pub description: String,
+    /// Turns each item into training examples.
     pub build: ExampleBuilder,
+    /// Training settings.
     pub settings: FineTuneSettings,
 }
 
@@ -437,6 +446,7 @@ impl Registry {
         Some(self.methods.remove(i))
     }
 
+    /// The method called `name`, if registered.
     pub fn get(&self, name: &str) -> Option<&dyn Method> {
         self.methods
             .iter()
@@ -444,6 +454,7 @@ impl Registry {
             .map(|m| m.as_ref())
     }
 
+    /// The registered methods' names, in registration order.
     pub fn names(&self) -> Vec<&str> {
         self.methods.iter().map(|m| m.name()).collect()
     }

@@ -81,9 +81,13 @@ pub fn gap_recovery(score: f64, base: f64, icl: f64) -> Option<f64> {
 /// A mean with a percentile-bootstrap confidence interval.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Estimate {
+    /// Mean of the values.
     pub mean: f64,
+    /// Lower end of the interval.
     pub lo: f64,
+    /// Upper end of the interval.
     pub hi: f64,
+    /// Number of values.
     pub n: usize,
 }
 

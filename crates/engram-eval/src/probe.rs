@@ -15,8 +15,11 @@ use crate::{Item, Question, best_option, contains_answer, exact_match, token_f1}
 /// The model, tokenizer and chat template a probe asks.
 #[derive(Clone, Copy)]
 pub struct Asker<'a> {
+    /// The model asked.
     pub model: &'a Llama,
+    /// Its tokenizer.
     pub tokenizer: &'a Tokenizer,
+    /// The chat template the questions are formatted with.
     pub template: &'a ChatTemplate,
 }
 
@@ -58,8 +61,11 @@ pub struct QuestionScores {
     pub token_accuracy: f64,
     /// The greedy answer (first line).
     pub generation: String,
+    /// The normalised answer equals the normalised reference ([`exact_match`]).
     pub exact_match: bool,
+    /// The normalised reference appears in the normalised answer as whole words.
     pub contains: bool,
+    /// Token-level F1 between the answer and the reference (SQuAD style).
     pub f1: f64,
 }
 

@@ -67,37 +67,54 @@ pub struct RetentionPoint {
 /// Locality averaged over the adapters measured for one condition.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LocalitySummary {
+    /// Number of adapters measured.
     pub adapters: usize,
+    /// Mean share of locality questions whose greedy answer is unchanged.
     pub answers_unchanged: f64,
+    /// Mean share of the base answers' tokens still predicted (teacher-forced argmax).
     pub tokens_unchanged: f64,
+    /// Mean accuracy on the locality questions after injection.
     pub accuracy: f64,
+    /// The base model's accuracy on the same questions.
     pub base_accuracy: f64,
+    /// Mean perplexity ratio on general text (injected / base); `None` when no text was measured.
     pub perplexity_ratio: Option<f64>,
 }
 
 /// Everything `report.md` shows, as data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// What the run asked.
     pub manifest: RunManifest,
+    /// The conditions that have rows, in the manifest's order.
     pub conditions: Vec<String>,
+    /// Questions per condition in the main tables (the largest count over conditions).
     pub questions: usize,
     /// Condition → measure → estimate.
     pub overall: BTreeMap<String, MeasureSet>,
     /// Condition → kind → measure → estimate.
     pub by_kind: BTreeMap<String, BTreeMap<String, MeasureSet>>,
+    /// Condition → domain → measure → estimate.
     pub by_domain: BTreeMap<String, BTreeMap<String, MeasureSet>>,
     /// Condition → item → MC-likelihood accuracy over the item's questions.
     pub by_item: BTreeMap<String, BTreeMap<String, Estimate>>,
     /// Condition → kind (or `all`) → (score − base) / (icl − base), on MC likelihood and on contains.
     pub gap_recovery: BTreeMap<String, BTreeMap<String, GapRecovery>>,
+    /// Condition → averaged locality.
     pub locality: BTreeMap<String, LocalitySummary>,
+    /// Condition → retention curve (sequential mode only).
     pub retention: BTreeMap<String, Vec<RetentionPoint>>,
+    /// Seconds spent on the run, over every invocation (model loading excluded).
     pub seconds: f64,
 }
 
+/// Share of the in-context gain a condition recovers, `(score − base) / (icl − base)`. `None` when `icl` beats
+/// `base` by less than [`MIN_GAP`] (or a figure is missing).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GapRecovery {
+    /// On MC-likelihood accuracy.
     pub likelihood: Option<f64>,
+    /// On `contains` (the greedy answer contains the reference).
     pub contains: Option<f64>,
 }
 

@@ -11,7 +11,9 @@ use crate::{EvalError, Item, Splits};
 pub struct Dataset {
     /// The shipped name (`news`) or the file's path.
     pub name: String,
+    /// The items, in file order.
     pub items: Vec<Item>,
+    /// The fixed train/dev/test split (`splits.json`), if the dataset has one.
     pub splits: Option<Splits>,
 }
 

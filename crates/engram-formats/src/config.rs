@@ -32,33 +32,52 @@ impl Architecture {
 /// Llama 3.x frequency-dependent RoPE scaling (`rope_type: "llama3"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Llama3RopeScaling {
+    /// How much the lowest frequencies are slowed down (the context extension factor, 8 for Llama 3.1).
     pub factor: f64,
+    /// Wavelengths longer than `original_max_position_embeddings / low_freq_factor` are divided by `factor` in full.
     pub low_freq_factor: f64,
+    /// Wavelengths shorter than `original_max_position_embeddings / high_freq_factor` are left unscaled.
     pub high_freq_factor: f64,
+    /// The context length the model was pre-trained with before scaling.
     pub original_max_position_embeddings: usize,
 }
 
 /// Hyper-parameters of a llama-family decoder, in Hugging Face vocabulary.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// Which decoder family (llama or qwen2).
     pub architecture: Architecture,
+    /// Number of token ids the embedding and output head cover.
     pub vocab_size: usize,
+    /// Width of the residual stream.
     pub hidden_size: usize,
+    /// Width of the MLP's hidden layer (gate/up projection outputs).
     pub intermediate_size: usize,
+    /// Number of decoder blocks.
     pub num_hidden_layers: usize,
+    /// Number of query heads.
     pub num_attention_heads: usize,
+    /// Number of key/value heads (fewer than query heads under grouped-query attention).
     pub num_key_value_heads: usize,
+    /// Width of one attention head.
     pub head_dim: usize,
+    /// Epsilon added to the mean square in RMSNorm.
     pub rms_norm_eps: f64,
+    /// RoPE base frequency.
     pub rope_theta: f64,
+    /// Llama 3 RoPE scaling, if the model uses it; `None` is plain RoPE.
     pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Longest context the model supports, in tokens.
     pub max_position_embeddings: usize,
     /// The output projection reuses the token embedding (no `lm_head.weight`).
     pub tie_word_embeddings: bool,
     /// q/k/v projections have biases (Qwen2).
     pub attention_bias: bool,
+    /// Beginning-of-sequence token id, if the model has one.
     pub bos_token_id: Option<u32>,
+    /// Token ids that end generation (several for chat models); may be empty.
     pub eos_token_ids: Vec<u32>,
+    /// Padding token id, if the model defines one.
     pub pad_token_id: Option<u32>,
 }
 

@@ -10,6 +10,7 @@
 //! - [`reference`](mod@reference): a plain, slow f32 llama/qwen2 forward pass over any [`WeightSource`], straight
 //!   from the Hugging Face definition, to check the Burn model and the loaders independently (tests, debugging).
 //! - [`testing`]: random tiny models in memory, for the tests of the crates built on this one.
+#![warn(missing_docs)]
 
 mod config;
 mod error;

@@ -10,6 +10,7 @@ use crate::{Architecture, FormatError, ModelConfig, TensorF32, WeightSource};
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -23,12 +24,14 @@ impl Rng {
         ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
     }
 
+    /// One draw from a normal distribution with the given mean and standard deviation.
     pub fn normal(&mut self, mean: f32, std: f32) -> f32 {
         let (u1, u2) = (self.uniform(), self.uniform());
         let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
         mean + std * z as f32
     }
 
+    /// A tensor of `shape` filled with independent normal draws.
     pub fn tensor(&mut self, shape: &[usize], mean: f32, std: f32) -> TensorF32 {
         let n = shape.iter().product();
         let data = (0..n).map(|_| self.normal(mean, std)).collect();
@@ -84,7 +87,9 @@ pub fn random_weights(c: &ModelConfig, seed: u64) -> Vec<(String, TensorF32)> {
 /// themselves, not what the safetensors writer and reader made of them. Change `config` or a tensor to ablate.
 #[derive(Clone)]
 pub struct Memory {
+    /// The model's hyper-parameters.
     pub config: ModelConfig,
+    /// The weights, by Hugging Face tensor name.
     pub tensors: HashMap<String, TensorF32>,
 }
 

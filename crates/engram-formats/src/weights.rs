@@ -7,7 +7,9 @@ use crate::{FormatError, ModelConfig};
 /// A dense f32 tensor, row-major, dimensions in PyTorch order (`[out, in]` for a linear weight).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorF32 {
+    /// Size of each dimension, outermost first.
     pub shape: Vec<usize>,
+    /// The elements in row-major order; `shape.iter().product()` of them.
     pub data: Vec<f32>,
 }
 
@@ -25,6 +27,7 @@ impl TensorF32 {
         Ok(Self { shape, data })
     }
 
+    /// The number of elements.
     pub fn numel(&self) -> usize {
         self.data.len()
     }

@@ -80,9 +80,13 @@ pub trait Adapters {
 /// What is attached under one adapter name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdapterSummary {
+    /// Rank of the update (`r`).
     pub rank: usize,
+    /// Multiplier of the low-rank path (`lora_alpha / r`, or `/ sqrt(r)` with rsLoRA).
     pub scale: f64,
+    /// Dropout probability on the adapter input during training.
     pub dropout: f64,
+    /// Whether the adapter is active, inactive or merged (the state of its first module).
     pub state: AdapterState,
     /// Full module names (`model.layers.0.self_attn.q_proj`).
     pub modules: Vec<String>,

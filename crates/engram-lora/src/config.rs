@@ -86,6 +86,7 @@ pub struct LoraConfig {
     pub lora_dropout: f64,
     /// Rank-stabilised scaling `lora_alpha / sqrt(r)`.
     pub use_rslora: bool,
+    /// Which linear layers of each block get an adapter.
     pub target_modules: TargetModules,
     /// Only these layer indices get adapters (`None`: all layers).
     pub layers_to_transform: Option<Vec<usize>>,

@@ -14,8 +14,9 @@ use crate::adapters::{Factor, attach, low_rank, split_module};
 use crate::atomic::write_file_atomically;
 use crate::{Adapters, LoraConfig, LoraError};
 
-/// File names inside an adapter folder, as PEFT names them.
+/// The adapter configuration file inside an adapter folder, as PEFT names it.
 pub const CONFIG_FILE: &str = "adapter_config.json";
+/// The adapter weights file inside an adapter folder, as PEFT names it.
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
 impl From<(PathBuf, std::io::Error)> for LoraError {

@@ -13,6 +13,7 @@
 //!
 //! The low-rank path itself, `y = x·W + s·(x·A)·B` with `W` frozen, is computed by
 //! [`engram_model::Projection`]; this crate decides what goes into it.
+#![warn(missing_docs)]
 
 mod adapters;
 mod atomic;

@@ -122,12 +122,14 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     /// The decoded text, without special tokens and cut before any stop string.
     pub text: String,
+    /// Why generation of this row stopped.
     pub finish: FinishReason,
 }
 
 /// Token ids left-padded into one batch: what a batched forward pass needs.
 #[derive(Clone, Debug)]
 pub struct PaddedBatch {
+    /// The padded token ids, positions and key padding mask.
     pub input: ForwardInput,
     /// Real (unpadded) length of each row.
     pub lengths: Vec<usize>,

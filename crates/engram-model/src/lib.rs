@@ -17,6 +17,7 @@
 //!   which `engram-lora` fills, saves and loads.
 //!
 //! The model crate knows nothing of training: adapter management and objectives live in their own crates.
+#![warn(missing_docs)]
 
 mod device;
 mod error;

@@ -17,14 +17,21 @@ use crate::projection::Projection;
 /// Attention sublayer with grouped-query attention.
 #[derive(Module, Debug)]
 pub struct SelfAttention {
+    /// Query projection, `[hidden, num_heads · head_dim]`.
     pub q_proj: Projection,
+    /// Key projection, `[hidden, num_kv_heads · head_dim]`.
     pub k_proj: Projection,
+    /// Value projection, `[hidden, num_kv_heads · head_dim]`.
     pub v_proj: Projection,
+    /// Output projection, `[num_heads · head_dim, hidden]`.
     pub o_proj: Projection,
+    /// Number of query heads.
     #[module(skip)]
     pub num_heads: usize,
+    /// Number of key/value heads; each serves `num_heads / num_kv_heads` query heads.
     #[module(skip)]
     pub num_kv_heads: usize,
+    /// Width of one head.
     #[module(skip)]
     pub head_dim: usize,
 }
@@ -32,37 +39,50 @@ pub struct SelfAttention {
 /// SwiGLU feed-forward sublayer.
 #[derive(Module, Debug)]
 pub struct Mlp {
+    /// Gate projection, `[hidden, intermediate]`, passed through SiLU.
     pub gate_proj: Projection,
+    /// Up projection, `[hidden, intermediate]`, multiplied by the gate.
     pub up_proj: Projection,
+    /// Down projection, `[intermediate, hidden]`.
     pub down_proj: Projection,
 }
 
 /// One pre-norm decoder block.
 #[derive(Module, Debug)]
 pub struct DecoderLayer {
+    /// RMSNorm before attention.
     pub input_layernorm: RmsNorm,
+    /// The attention sublayer.
     pub self_attn: SelfAttention,
+    /// RMSNorm before the MLP.
     pub post_attention_layernorm: RmsNorm,
+    /// The feed-forward sublayer.
     pub mlp: Mlp,
 }
 
 /// The decoder stack without the output head (`model.*` in Hugging Face names).
 #[derive(Module, Debug)]
 pub struct LlamaModel {
+    /// Token embedding, `[vocab, hidden]`.
     pub embed_tokens: Embedding,
+    /// The decoder blocks, first to last.
     pub layers: Vec<DecoderLayer>,
+    /// Final RMSNorm, applied before the output head.
     pub norm: RmsNorm,
 }
 
 /// A llama-family causal language model (`LlamaForCausalLM` / `Qwen2ForCausalLM`).
 #[derive(Module, Debug)]
 pub struct Llama {
+    /// The decoder stack.
     pub model: LlamaModel,
     /// `[hidden, vocab]`. With tied embeddings this is a transposed copy of the embedding: the copy costs
     /// memory but keeps the output GEMM on a contiguous operand.
     pub lm_head: Param<Tensor<2>>,
+    /// RoPE tables; built for up to 4096 positions and grown on demand for longer inputs.
     #[module(skip)]
     pub rope: RopeTables,
+    /// The hyper-parameters the model was built from.
     #[module(skip)]
     pub config: ModelConfig,
 }
@@ -70,7 +90,9 @@ pub struct Llama {
 /// Precomputed RoPE cos/sin tables, `[max_positions, head_dim]` (halves duplicated, as HF's rotate-half uses).
 #[derive(Clone, Debug)]
 pub struct RopeTables {
+    /// Cosines, `[max_positions, head_dim]`.
     pub cos: Tensor<2>,
+    /// Sines, `[max_positions, head_dim]`.
     pub sin: Tensor<2>,
 }
 

@@ -15,8 +15,11 @@ use crate::llama::Llama;
 /// A model ready to run: weights on a device, its tokenizer and chat template.
 #[derive(Debug)]
 pub struct LoadedModel {
+    /// The decoder, its weights on the device.
     pub model: Llama,
+    /// The model's tokenizer.
     pub tokenizer: Tokenizer,
+    /// The chat template used to format conversations for this model.
     pub chat_template: ChatTemplate,
     /// The file or folder it came from.
     pub path: PathBuf,
@@ -126,14 +129,21 @@ pub fn load_model(
 /// What `engram info` shows about a model file without loading it onto a device.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ModelInfo {
+    /// The file or folder described.
     pub path: PathBuf,
+    /// `GGUF` or `Hugging Face folder`.
     pub format: String,
+    /// The model's hyper-parameters.
     pub config: ModelConfig,
+    /// Parameter count implied by the config (tied embeddings counted once).
     pub parameters: usize,
     /// Storage type → number of tensors.
     pub tensor_types: BTreeMap<String, usize>,
+    /// Number of tensors in the file(s).
     pub tensor_count: usize,
+    /// A one-line summary of the tokenizer (kind and vocabulary size).
     pub tokenizer: String,
+    /// Name of the chat template that would be used.
     pub chat_template: String,
 }
 

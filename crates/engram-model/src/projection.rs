@@ -27,13 +27,16 @@ pub struct LowRank {
     pub a: Param<Tensor<2>>,
     /// `[r, out]` (PEFT: `lora_B.weight` `[out, r]`).
     pub b: Param<Tensor<2>>,
+    /// The adapter's name, unique within its layer.
     #[module(skip)]
     pub name: String,
+    /// Multiplier of the low-rank path: `alpha / r`, or `alpha / √r` under rsLoRA.
     #[module(skip)]
     pub scale: f64,
     /// Dropout probability on the adapter's input, applied only while `a` requires a gradient (training).
     #[module(skip)]
     pub dropout: f64,
+    /// Whether the adapter is active, inactive or merged into the base weight.
     #[module(skip)]
     pub state: AdapterState,
     /// Seed of this adapter's dropout masks for the next forward pass (set per micro-batch by the trainer, so
@@ -62,7 +65,9 @@ impl LowRank {
 pub struct Projection {
     /// `[in, out]`, the layout Burn multiplies without a transpose.
     pub weight: Param<Tensor<2>>,
+    /// `[out]`, present for Qwen2's q/k/v projections.
     pub bias: Option<Param<Tensor<1>>>,
+    /// The low-rank adapters on this layer, in the order they were added.
     pub adapters: Vec<LowRank>,
 }
 

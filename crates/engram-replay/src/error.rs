@@ -6,32 +6,49 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplayError {
+    /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or folder concerned.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// An option out of range or unknown.
     #[error("invalid option `{name}` = {value}: {reason}")]
     Option {
+        /// The option's name, as the CLI spells it.
         name: String,
+        /// The value given.
         value: String,
+        /// Why it is rejected.
         reason: String,
     },
     /// A generation endpoint that cannot be reached or answers badly.
     #[error("{url}: {message}")]
-    Http { url: String, message: String },
+    Http {
+        /// The endpoint's URL.
+        url: String,
+        /// What went wrong (connection error, HTTP status, unexpected body, ...).
+        message: String,
+    },
     /// A malformed line of a replay-data or source file.
     #[error("{}:{line}: {message}", path.display())]
     Parse {
+        /// The file.
         path: PathBuf,
+        /// 1-based line.
         line: usize,
+        /// What is wrong.
         message: String,
     },
+    /// Loading the generator model or generating failed.
     #[error(transparent)]
     Model(#[from] engram_model::ModelError),
+    /// Rendering a chat template or tokenizing failed.
     #[error(transparent)]
     Tokenizer(#[from] engram_tokenizer::TokenizerError),
+    /// Fine-tuning on the records failed (or another evaluation-crate error).
     #[error(transparent)]
     Eval(#[from] engram_eval::EvalError),
 }

@@ -20,6 +20,7 @@ pub struct Sampling {
     pub top_p: f32,
     /// CTRL-style repetition penalty (1 = off): what keeps a small model from looping.
     pub repetition_penalty: f32,
+    /// Upper bound on the tokens generated per completion.
     pub max_new_tokens: usize,
     /// Prompt `i` of a call is sampled with a stream derived from `seed` and `i`.
     pub seed: u64,
@@ -64,6 +65,7 @@ impl Sampling {
 /// One generated text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completion {
+    /// The generated text.
     pub text: String,
     /// Tokens generated (the compute spent).
     pub tokens: usize,
@@ -85,6 +87,7 @@ pub trait Generator {
 
 /// An engram model as a [`Generator`]: prompts rendered with its chat template, generated in batches.
 pub struct ModelGenerator<'a> {
+    /// The model that generates.
     pub model: &'a LoadedModel,
     /// Prompts per forward batch.
     pub batch_size: usize,
@@ -93,6 +96,7 @@ pub struct ModelGenerator<'a> {
 }
 
 impl<'a> ModelGenerator<'a> {
+    /// A generator over `model`, 8 prompts per batch, labelled with the model's file name.
     pub fn new(model: &'a LoadedModel) -> Self {
         let label = model
             .path
@@ -161,7 +165,9 @@ pub type GenerationCache = Arc<Mutex<HashMap<String, Vec<Completion>>>>;
 
 /// A [`Generator`] that answers repeated calls from a [`GenerationCache`].
 pub struct Cached<'a> {
+    /// The generator asked on a cache miss.
     pub inner: &'a mut dyn Generator,
+    /// Completions by generator, prompts and sampling settings.
     pub cache: GenerationCache,
 }
 

@@ -21,6 +21,7 @@
 //!   `aug-ft`).
 //!
 //! Records are JSONL lines `{"messages": [...], "provenance": {...}}` that `engram train` reads as they are.
+#![warn(missing_docs)]
 
 mod error;
 mod generator;

@@ -25,8 +25,11 @@ pub const REPORT_FILE: &str = "replay.json";
 /// The yield and compute of replaying a set of sources.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReplayReport {
+    /// The generator's name, as in provenance.
     pub generator: String,
+    /// Sources replayed.
     pub sources: usize,
+    /// Records kept, over every protocol.
     pub records: usize,
     /// Per protocol, summed over the sources.
     pub yields: Vec<Yield>,
@@ -143,7 +146,9 @@ pub struct ReplaySettings {
     pub examples_per_item: usize,
     /// Generations per protocol and source (paraphrases, implications, model questions).
     pub n: usize,
+    /// Sampling temperature of the generations (0 = greedy).
     pub temperature: f32,
+    /// Seeds the generations' sampling.
     pub seed: u64,
 }
 
@@ -162,6 +167,7 @@ impl Default for ReplaySettings {
 }
 
 impl ReplaySettings {
+    /// Checks the fine-tuning settings, `examples_per_item` and the generation settings, naming the option.
     pub fn validate(&self) -> Result<(), ReplayError> {
         self.finetune.validate()?;
         if self.examples_per_item == 0 {
@@ -195,10 +201,15 @@ impl ReplaySettings {
 
 /// A replay protocol followed by supervised fine-tuning on its records.
 pub struct ReplayMethod {
+    /// The method's name (`sys2-paraphrase`, `sys2-mix`, ...).
     pub name: String,
+    /// One line for `--help` and the report.
     pub description: String,
+    /// Turns each source into records.
     pub protocol: Box<dyn ReplayProtocol>,
+    /// How records become chat turns.
     pub format: Format,
+    /// Generation and training settings.
     pub settings: ReplaySettings,
     /// Every source of the dataset, for protocols that link items.
     pub dataset: Vec<Source>,

@@ -17,6 +17,7 @@ use crate::{Generator, ReplayError, Sampling};
 /// What a protocol made of one source.
 #[derive(Clone, Debug, Default)]
 pub struct Replay {
+    /// The training records kept, in the order they were made.
     pub records: Vec<Record>,
     /// One per protocol (a [`Mix`] gives several).
     pub yields: Vec<Yield>,
@@ -62,12 +63,14 @@ impl Default for QualityConfig {
 pub struct Checker<'a> {
     source: &'a str,
     kept: Vec<String>,
+    /// Candidates generated, kept and dropped (by reason) so far.
     pub yields: Yield,
     /// See [`QualityConfig::duplicate_overlap`].
     pub duplicate_overlap: f64,
 }
 
 impl<'a> Checker<'a> {
+    /// A checker for `protocol`'s candidates made from the text `source`.
     pub fn new(protocol: &str, source: &'a str) -> Self {
         Self {
             source,
@@ -262,12 +265,16 @@ fn sample_rewrites(
 /// `paraphrase`: `n` rewrites of the whole source, each answering a topic question ("Tell me about X").
 #[derive(Clone, Debug)]
 pub struct Paraphrase {
+    /// Rewrites sampled per source.
     pub n: usize,
+    /// How rewrites are sampled.
     pub sampling: Sampling,
+    /// The checks a rewrite must pass.
     pub quality: QualityConfig,
 }
 
 impl Paraphrase {
+    /// `n` rewrites sampled at `temperature` (top-p 0.9, repetition penalty 1.2, up to 160 new tokens).
     pub fn new(n: usize, temperature: f32, seed: u64) -> Self {
         Self {
             n,
@@ -322,12 +329,16 @@ impl ReplayProtocol for Paraphrase {
 /// what you know about X?". Generic filler (no name, number or term of the source) is dropped.
 #[derive(Clone, Debug)]
 pub struct Implication {
+    /// Implications sampled per source.
     pub n: usize,
+    /// How implications are sampled.
     pub sampling: Sampling,
+    /// The checks an implication must pass.
     pub quality: QualityConfig,
 }
 
 impl Implication {
+    /// `n` implications sampled at `temperature` (top-p 0.9, repetition penalty 1.2, ≤ 96 new tokens, ≤ 3 sentences).
     pub fn new(n: usize, temperature: f32, seed: u64) -> Self {
         Self {
             n,
@@ -401,12 +412,17 @@ impl ReplayProtocol for Implication {
 /// with the span itself as the answer (provenance `text`).
 #[derive(Clone, Debug)]
 pub struct SelfQa {
+    /// Questions the generator writes per source.
     pub model_questions: usize,
     /// At most this many text questions per source (0 = none).
     pub text_questions: usize,
+    /// How the generator's questions are sampled.
     pub question_sampling: Sampling,
+    /// How answers are generated (greedy in [`SelfQa::new`]).
     pub answer_sampling: Sampling,
+    /// Keep a text question with its span as the answer when the generated answer lacks the span.
     pub span_fallback: bool,
+    /// The checks an answer must pass.
     pub quality: QualityConfig,
 }
 
@@ -564,15 +580,22 @@ impl ReplayProtocol for SelfQa {
 /// (sharing a word, else its group), written with both in context. The source itself is kept as one record.
 #[derive(Clone, Debug)]
 pub struct ReasoningTrace {
+    /// Make a rephrased record of each sentence.
     pub rephrase: bool,
+    /// Make a reversed record of each sentence that has a second name or term to begin with.
     pub reverse: bool,
+    /// Other sources of the dataset to write a linking sentence with.
     pub links: usize,
+    /// Keep the source itself as one record.
     pub include_source: bool,
+    /// How traces are sampled.
     pub sampling: Sampling,
+    /// The checks a trace must pass.
     pub quality: QualityConfig,
 }
 
 impl ReasoningTrace {
+    /// Rephrase, reverse and `links` links, sampled at `temperature` (top-p 0.9, up to 64 new tokens), the source kept.
     pub fn new(links: usize, temperature: f32, seed: u64) -> Self {
         Self {
             rephrase: true,
@@ -763,7 +786,9 @@ impl ReplayProtocol for ReasoningTrace {
 
 /// Several protocols' records together (`sys2-mix`: paraphrase + implication + self-QA).
 pub struct Mix {
+    /// The mix's name (`sys2-mix`).
     pub name: String,
+    /// The protocols whose records are put together, in order.
     pub protocols: Vec<Box<dyn ReplayProtocol>>,
 }
 

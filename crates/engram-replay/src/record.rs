@@ -13,7 +13,9 @@ use crate::ReplayError;
 /// A piece of new knowledge to replay: a dataset item's context, or a user's text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
+    /// Identifies the source in provenance (a dataset item's id).
     pub id: String,
+    /// The text of the new knowledge.
     pub context: String,
     /// Items of the same group (the dataset's domain) are candidates for linking inferences.
     #[serde(default)]
@@ -34,7 +36,9 @@ impl From<&engram_eval::Item> for Source {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Origin {
+    /// Written by the generator.
     Model,
+    /// Taken from the source by rule (the source itself, a text question's span).
     Text,
 }
 
@@ -43,14 +47,17 @@ pub enum Origin {
 pub struct Provenance {
     /// The protocol (`self-qa`) and its part (`text-question`, `model-question`, `reversal`, ...).
     pub protocol: String,
+    /// The part of the protocol that made it.
     pub part: String,
     /// The source's id.
     pub source: String,
+    /// Seed of the sampling that produced the content.
     pub seed: u64,
     /// Who wrote the content (`SmolLM2-135M-Instruct.Q4_1.gguf`), empty for rule-made content.
     pub generator: String,
     /// The user turn sent to the generator for the content, empty for rule-made content.
     pub prompt: String,
+    /// Whether the generator wrote the content or a rule took it from the source.
     pub origin: Origin,
 }
 
@@ -58,7 +65,9 @@ pub struct Provenance {
 /// which `engram train` reads as a chat example (other keys are ignored).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// The chat turns: a user turn and the assistant's replayed content.
     pub messages: Vec<Message>,
+    /// Where the example came from.
     pub provenance: Provenance,
 }
 
@@ -93,9 +102,11 @@ impl Format {
 /// What the quality checks kept of one protocol's generations, and what it cost.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Yield {
+    /// The protocol's name.
     pub protocol: String,
     /// Candidates examined (generated or made by rule).
     pub generated: usize,
+    /// Candidates that passed the checks and became records.
     pub kept: usize,
     /// Dropped candidates by reason (`unsupported fact`, `loop`, `duplicate`, ...).
     pub dropped: BTreeMap<String, usize>,
@@ -104,10 +115,12 @@ pub struct Yield {
     pub rule_made: usize,
     /// Prompts sent to the generator and the tokens it wrote.
     pub prompts: usize,
+    /// Tokens the generator wrote for those prompts.
     pub tokens_generated: usize,
 }
 
 impl Yield {
+    /// An empty yield for `protocol`.
     pub fn new(protocol: &str) -> Self {
         Self {
             protocol: protocol.into(),

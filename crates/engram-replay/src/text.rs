@@ -27,10 +27,13 @@ pub enum FactKind {
 /// A fact-bearing span of a text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fact {
+    /// The span as written.
     pub text: String,
+    /// What kind of fact it is.
     pub kind: FactKind,
     /// Byte range in the text it was found in.
     pub start: usize,
+    /// End of the byte range (exclusive).
     pub end: usize,
 }
 
@@ -492,8 +495,11 @@ pub fn clean_generation(text: &str, max_sentences: usize, finished: bool) -> Str
 /// A question made from a sentence of the text, with the span it asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TextQuestion {
+    /// The wh-question.
     pub question: String,
+    /// The span it asks for.
     pub answer: String,
+    /// What kind of fact the answer is.
     pub kind: FactKind,
     /// The sentence it was made from.
     pub sentence: String,

@@ -13,6 +13,7 @@
 //!
 //! Only the adapter factors take part in autodiff: the base weights stay plain tensors, so they get no
 //! gradient, no optimizer state and no autodiff bookkeeping.
+#![warn(missing_docs)]
 
 mod error;
 mod objective;

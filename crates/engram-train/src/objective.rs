@@ -18,6 +18,7 @@ pub struct LossOutput {
 /// A training loss over batches of type `Batch`. `Sync` and `Send` batches: the trainer may evaluate several
 /// micro-batches on parallel threads.
 pub trait Objective: Sync {
+    /// The micro-batch the loss is computed on.
     type Batch: Send;
     /// A short name for logs and metrics (`cross-entropy`).
     fn name(&self) -> &str;
@@ -28,6 +29,7 @@ pub trait Objective: Sync {
 
 /// Batches by position, so that a run can be resumed at any step and replays the same data.
 pub trait BatchSource {
+    /// The micro-batch type it yields.
     type Batch;
     /// Micro-batches in one pass over the data.
     fn batches_per_epoch(&self) -> usize;
@@ -38,6 +40,7 @@ pub trait BatchSource {
 /// Token ids on the device with the positions whose next token is a training target.
 #[derive(Clone, Debug)]
 pub struct TokenBatch {
+    /// The padded token ids, positions and masks for the forward pass.
     pub input: ForwardInput,
     /// Flat indices into `[batch * seq]` of the positions that predict a target.
     pub target_positions: Tensor<1, Int>,
@@ -45,6 +48,7 @@ pub struct TokenBatch {
     pub targets: Tensor<1, Int>,
     /// The same targets on the host (for [`cross_entropy_host`]).
     pub targets_host: Vec<u32>,
+    /// Number of target positions (the length of `targets`).
     pub num_targets: usize,
     /// `batch * seq`, including padding.
     pub num_tokens: usize,
@@ -91,7 +95,9 @@ impl TokenBatch {
 
 /// [`Batcher`] batches moved to a device.
 pub struct DeviceBatches<'a> {
+    /// The tokenised, batched data.
     pub batcher: &'a Batcher,
+    /// The device the batches go to.
     pub device: Device,
 }
 

@@ -15,9 +15,13 @@ use crate::TrainError;
 /// transformers' `TrainingArguments`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
+    /// Decay rate of the first moment (mean of gradients), in `[0, 1)`; 0.9 by default.
     pub beta1: f64,
+    /// Decay rate of the second moment (mean of squared gradients), in `[0, 1)`; 0.999 by default.
     pub beta2: f64,
+    /// Added to the denominator for numerical stability; 1e-8 by default.
     pub eps: f64,
+    /// Decoupled weight decay coefficient (≥ 0); 0.0 by default.
     pub weight_decay: f64,
 }
 
@@ -57,20 +61,25 @@ impl AdamWConfig {
 /// First and second moments of one parameter.
 #[derive(Clone, Debug)]
 pub struct Moments {
+    /// Running mean of the gradient (`m`).
     pub exp_avg: Tensor<2>,
+    /// Running mean of the squared gradient (`v`).
     pub exp_avg_sq: Tensor<2>,
 }
 
 /// AdamW over named 2-D parameters (the adapter factors, by PEFT key).
 #[derive(Clone, Debug)]
 pub struct AdamW {
+    /// The hyper-parameters.
     pub config: AdamWConfig,
     /// Optimizer steps taken (for bias correction).
     pub step: u64,
+    /// Moments per parameter, by PEFT key.
     pub state: BTreeMap<String, Moments>,
 }
 
 impl AdamW {
+    /// An optimizer with no steps taken and no state.
     pub fn new(config: AdamWConfig) -> Self {
         Self {
             config,
@@ -151,9 +160,13 @@ impl std::str::FromStr for Decay {
 /// Linear warm-up to `peak` over `warmup_steps`, then `decay` until `total_steps`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LrSchedule {
+    /// The learning rate at the end of warm-up.
     pub peak: f64,
+    /// Steps of linear warm-up (0: none).
     pub warmup_steps: usize,
+    /// The curve after warm-up.
     pub decay: Decay,
+    /// Optimizer steps in the run: the span the decay runs over.
     pub total_steps: usize,
 }
 

@@ -35,13 +35,17 @@ pub enum Length {
 pub struct TrainConfig {
     /// Peak learning rate.
     pub lr: f64,
+    /// Optimizer steps of linear warm-up up to `lr` (0: none).
     pub warmup_steps: usize,
+    /// The learning-rate curve after warm-up.
     pub schedule: Decay,
+    /// AdamW's hyper-parameters.
     pub adamw: AdamWConfig,
     /// Clip the global gradient norm to this (PyTorch's `clip_grad_norm_`); `None`: no clipping.
     pub max_grad_norm: Option<f64>,
     /// Micro-batches per optimizer step.
     pub grad_accum: usize,
+    /// How long to train: a number of steps or of epochs.
     pub length: Length,
     /// Seeds dropout (the data order and the adapter's initialisation are seeded by their owners).
     pub seed: u64,
@@ -124,11 +128,13 @@ impl TrainConfig {
 pub struct StepMetrics {
     /// 1-based: steps completed.
     pub step: usize,
+    /// Optimizer steps in the whole run.
     pub total_steps: usize,
     /// Passes over the data so far (fractional).
     pub epoch: f64,
     /// Mean loss over the step's target tokens.
     pub loss: f64,
+    /// Learning rate used for this step.
     pub lr: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
@@ -143,23 +149,29 @@ pub struct StepMetrics {
 /// What a finished run reports.
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
+    /// Optimizer steps in the whole run (including those done before a resume).
     pub steps: usize,
     /// The step a resumed run started from (0 for a fresh run).
     pub resumed_from: usize,
+    /// Mean loss of the last step this invocation ran (`None` when a resumed run had no steps left).
     pub final_loss: Option<f64>,
+    /// Folder holding the final adapter (`OUT/`).
     pub adapter_dir: PathBuf,
 }
 
 /// Where a run keeps its files: `OUT/` holds the final adapter (PEFT files, loadable by PEFT and engram) and
 /// `metrics.jsonl`; `OUT/checkpoint/` the latest checkpoint.
 pub struct RunDir {
+    /// The run's output folder (`OUT/`).
     pub out: PathBuf,
 }
 
 impl RunDir {
+    /// `OUT/checkpoint`: the latest checkpoint.
     pub fn checkpoint(&self) -> PathBuf {
         self.out.join("checkpoint")
     }
+    /// `OUT/metrics.jsonl`: one [`StepMetrics`] line per step.
     pub fn metrics(&self) -> PathBuf {
         self.out.join("metrics.jsonl")
     }
@@ -184,10 +196,15 @@ fn fingerprint(
 
 /// A training run of adapter `adapter` (already attached to `model`, e.g. with [`Adapters::add_adapter`]).
 pub struct Trainer<'a> {
+    /// The model the adapter is attached to; its adapter factors are updated in place.
     pub model: &'a mut Llama,
+    /// Name of the adapter to train.
     pub adapter: String,
+    /// The adapter's LoRA configuration, saved with it.
     pub lora: LoraConfig,
+    /// Optimizer, schedule and length settings.
     pub config: TrainConfig,
+    /// Output folder: final adapter, `metrics.jsonl` and `checkpoint/`.
     pub out: PathBuf,
     /// Identifies the training data (e.g. a hash of the file): a resumed run must see the same data.
     pub data_id: String,
