@@ -135,9 +135,9 @@ impl AdamW {
 pub enum Decay {
     /// Stay at the peak.
     Constant,
-    /// Half a cosine from the peak down to 0 at the last step.
+    /// Half a cosine from the peak towards 0, which it would reach one step after the last (as transformers' schedule).
     Cosine,
-    /// A straight line from the peak down to 0 at the last step.
+    /// A straight line from the peak towards 0, which it would reach one step after the last (as transformers').
     Linear,
 }
 
