@@ -56,7 +56,7 @@ struct Args {
     reps: usize,
     #[arg(long, default_value_t = 3)]
     load_reps: usize,
-    /// Also run benches/compare/torch_bench.py (needs benches/compare/setup.sh to have run).
+    /// Also run benches/compare/torch_bench.py and peft_train_bench.py (need benches/compare/setup.sh to have run).
     #[arg(long)]
     compare: bool,
     /// Python of the comparison venv.
