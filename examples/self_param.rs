@@ -8,7 +8,7 @@
 
 use engram::distill::{DistillReport, DistillSettings};
 use engram::eval::method::{InjectEnv, Injection};
-use engram::eval::shipped::{general_texts, load_dataset};
+use engram::eval::shipped::{load_dataset, regulariser_texts};
 use engram::eval::{FineTuneSettings, Registry};
 use engram::replay::{GenerationCache, ReplaySettings};
 
@@ -32,12 +32,10 @@ fn run(out: &std::path::Path, examples: usize, continuations: usize) -> Result<D
         examples_per_item: examples,
         ..ReplaySettings::default()
     };
-    let mut texts = general_texts();
-    texts.truncate(4); // the regulariser's texts; the other four are kept for measuring locality
     let distill = DistillSettings {
         replay,
         continuations,
-        regulariser_texts: texts,
+        regulariser_texts: regulariser_texts(), // texts 01-04; locality reads all eight
         ..DistillSettings::default()
     };
     let mut methods = Registry::with_baselines(&finetune);

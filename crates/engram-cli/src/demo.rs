@@ -12,7 +12,7 @@ use engram_distill::DistillSettings;
 use engram_eval::contains_answer;
 use engram_eval::method::{InjectEnv, Injection};
 use engram_eval::probe::{answer_config, chat_prompt};
-use engram_eval::shipped::{general_texts, load_dataset};
+use engram_eval::shipped::{load_dataset, regulariser_texts};
 use engram_eval::{FineTuneSettings, Item, Question, QuestionKind};
 use engram_lora::Adapters;
 use engram_model::{LoadedModel, generate};
@@ -253,11 +253,9 @@ pub(crate) fn demo_cmd(args: DemoArgs) -> Result<()> {
         ..ReplaySettings::default()
     };
     replay.validate()?;
-    let mut texts = general_texts();
-    texts.truncate(texts.len() / 2);
     let distill = DistillSettings {
         replay: replay.clone(),
-        regulariser_texts: texts,
+        regulariser_texts: regulariser_texts(),
         ..DistillSettings::default()
     };
     let items = vec![item.clone()];

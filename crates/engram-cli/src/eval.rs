@@ -11,7 +11,7 @@ use engram_distill::{DistillSettings, KlReduction, QaAnswers};
 use engram_eval::harness::RunManifest;
 use engram_eval::locality::LocalitySet;
 use engram_eval::report::{MEASURES, summarize, write_report};
-use engram_eval::shipped::{general_texts, load_dataset, trivia};
+use engram_eval::shipped::{general_texts, load_dataset, regulariser_texts, trivia};
 use engram_eval::{FineTuneSettings, Mode, ProbeConfig, Progress, Registry, RunSpec, select_items};
 use engram_lora::{LoraConfig, TargetModules};
 use engram_model::{GenerationConfig, generate};
@@ -194,9 +194,7 @@ impl DistillArgs {
                     format!("--kl-top-k {k}: expected a number of tokens or `full`")
                 })?),
             };
-        let mut texts = general_texts();
-        // The first half regularises; perplexity (locality) is measured on all eight.
-        texts.truncate(texts.len() / 2);
+        let texts = regulariser_texts();
         let s = DistillSettings {
             replay: replay.clone(),
             continuations: self.continuations,

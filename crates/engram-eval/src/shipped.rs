@@ -141,3 +141,11 @@ pub fn trivia() -> Result<Dataset, EvalError> {
 pub fn general_texts() -> Vec<String> {
     GENERAL.iter().map(|(_, t)| t.to_string()).collect()
 }
+
+/// The general texts SELF-PARAM's regulariser reads: the first half (texts 01-04). Perplexity (locality) is
+/// measured on all of them, so it overlaps these; kept in one place so every caller agrees.
+pub fn regulariser_texts() -> Vec<String> {
+    let mut texts = general_texts();
+    texts.truncate(texts.len() / 2);
+    texts
+}
