@@ -300,6 +300,7 @@ fn info(args: &ModelArgs, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
     }
+    const GIB: f64 = (1u64 << 30) as f64;
     let c = &info.config;
     println!("model:         {}", info.path.display());
     println!("format:        {}", info.format);
@@ -312,6 +313,12 @@ fn info(args: &ModelArgs, json: bool) -> Result<()> {
         "parameters:    {:.1} M ({})",
         info.parameters as f64 / 1e6,
         info.parameters
+    );
+    println!(
+        "memory:        {:.2} GiB to load on the CPU (f32 weights {:.2} GiB + staging), {:.2} GiB available",
+        (info.load_bytes) as f64 / GIB,
+        engram_model::weight_bytes(c) as f64 / GIB,
+        engram_model::available_host_memory().unwrap_or(0) as f64 / GIB,
     );
     println!(
         "shape:         {} layers, hidden {}, intermediate {}, {} heads ({} kv), head dim {}",

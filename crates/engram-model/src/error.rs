@@ -49,6 +49,14 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
+    /// The model would not fit in the memory available (checked before loading).
+    #[error("{}: {reason}", path.display())]
+    OutOfMemory {
+        /// The model file or folder.
+        path: PathBuf,
+        /// How much it needs against how much there is.
+        reason: String,
+    },
     /// The tensor backend failed (reading data back from the device, for instance); the backend's message.
     #[error("backend error: {0}")]
     Backend(String),

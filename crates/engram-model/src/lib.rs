@@ -5,7 +5,7 @@
 //! behind cargo features).
 //!
 //! - [`load_model`] opens a GGUF file or a Hugging Face folder (through `engram-formats`) with its tokenizer
-//!   and chat template (through `engram-tokenizer`).
+//!   and chat template (through `engram-tokenizer`), after checking it fits in memory ([`check_memory`]).
 //! - [`Llama`] is the model, its modules named like Hugging Face's (`model.layers.N.self_attn.q_proj`) so
 //!   LoRA targets and PEFT adapter files line up; [`Llama::forward`] takes a left-padded batch and an optional
 //!   [`KvCache`].
@@ -25,6 +25,7 @@ mod export;
 mod generate;
 mod llama;
 mod load;
+mod memory;
 mod projection;
 
 pub use burn::tensor::Device;
@@ -41,6 +42,10 @@ pub use llama::{
 pub use load::{
     LoadedModel, ModelInfo, chat_template_for, gguf_vocab, load_model, model_info,
     open_model_files, open_tokenizer, open_weights,
+};
+pub use memory::{
+    SKIP_MEMORY_CHECK_ENV, available_host_memory, check_fits, check_memory, staging_bytes,
+    weight_bytes,
 };
 pub use projection::{AdapterState, LowRank, Projection, splitmix64};
 

@@ -109,13 +109,15 @@ pub fn chat_template_for(tokenizer: &Tokenizer, config: &ModelConfig) -> ChatTem
 
 /// Loads weights, tokenizer and chat template from `path` onto `device`.
 ///
-/// `progress(done, total)` is called as layers are loaded.
+/// Refuses with [`ModelError::OutOfMemory`] a model that would not fit in the host memory left (see
+/// [`check_memory`](crate::check_memory)). `progress(done, total)` is called as layers are loaded.
 pub fn load_model(
     path: &Path,
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel, ModelError> {
     let (weights, tokenizer) = open_model_files(path)?;
+    crate::check_memory(path, weights.config(), device)?;
     let model = Llama::load(weights.as_ref(), device, progress)?;
     let chat_template = chat_template_for(&tokenizer, model.config());
     Ok(LoadedModel {
@@ -137,6 +139,9 @@ pub struct ModelInfo {
     pub config: ModelConfig,
     /// Parameter count implied by the config (tied embeddings counted once).
     pub parameters: usize,
+    /// Bytes of host memory loading it on the CPU takes ([`weight_bytes`](crate::weight_bytes) plus
+    /// [`staging_bytes`](crate::staging_bytes)).
+    pub load_bytes: u64,
     /// Storage type → number of tensors.
     pub tensor_types: BTreeMap<String, usize>,
     /// Number of tensors in the file(s).
@@ -166,6 +171,7 @@ pub fn model_info(path: &Path) -> Result<ModelInfo, ModelError> {
         }
         .into(),
         parameters: config.parameter_count(),
+        load_bytes: crate::weight_bytes(&config) + crate::staging_bytes(&config),
         chat_template: chat_template_for(&tokenizer, &config).name().to_string(),
         config,
         tensor_types,

@@ -208,3 +208,40 @@ fn qwen2_left_padding_changes_no_row() {
         assert!(d < 1e-4, "padded row vs plain: {d}");
     }
 }
+
+#[test]
+fn a_model_too_big_for_memory_is_refused_before_loading() {
+    // A tiny folder whose config.json claims a 2-trillion-parameter shape: the check reads only the config, so
+    // it refuses before a single tensor is read (the tensors themselves would not match).
+    let config = tiny_config(Architecture::Llama);
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = random_weights(&config, 3);
+    write_hf_folder(dir.path(), &config, &mut tensors.into_iter().map(Ok)).unwrap();
+    let tokenizer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../engram-tokenizer/tests/fixtures/tokenizer.json"
+    );
+    std::fs::copy(tokenizer, dir.path().join("tokenizer.json")).unwrap();
+    let path = dir.path().join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["hidden_size"] = 65536.into();
+    json["intermediate_size"] = 262144.into();
+    json["num_attention_heads"] = 512.into();
+    json["num_key_value_heads"] = 512.into();
+    json["head_dim"] = 128.into();
+    json["num_hidden_layers"] = 40.into();
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+
+    let err = engram_model::load_model(dir.path(), &Device::flex(), &mut |_, _| {}).unwrap_err();
+    assert!(
+        matches!(err, engram_model::ModelError::OutOfMemory { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.starts_with(&dir.path().display().to_string()), "{msg}");
+    assert!(
+        msg.contains("GiB of host memory") && msg.contains("ENGRAM_SKIP_MEMORY_CHECK"),
+        "{msg}"
+    );
+}
