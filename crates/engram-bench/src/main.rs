@@ -29,7 +29,7 @@ use engram_data::HostBatch;
 use engram_lora::{Adapters, LoraConfig};
 use engram_model::{
     DeviceSpec, ForwardInput, GenerationConfig, LoadedModel, Logits, argmax, generate,
-    left_padded_batch, load_model,
+    left_padded_batch,
 };
 use engram_train::{
     AdamWConfig, BatchSource, CrossEntropy, Length, TokenBatch, TrainConfig, Trainer,
@@ -64,6 +64,9 @@ struct Args {
     python: PathBuf,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// How engram holds the frozen linear weights: f32, or q8 (8-bit blocks dequantised at each pass).
+    #[arg(long, default_value = "f32")]
+    base_weights: String,
     /// Measure only this part (for profiling): load, prefill, decode, sample or train.
     #[arg(long)]
     only: Option<String>,
@@ -434,12 +437,13 @@ where
 
 fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::Error>> {
     let device = args.device.parse::<DeviceSpec>()?.device()?;
+    let base = args.base_weights.parse::<engram_model::BaseWeights>()?;
     let mut loads = Vec::new();
     let mut model = None;
     for _ in 0..args.load_reps.max(1) {
         drop(model.take());
         let start = Instant::now();
-        let m = load_model(path, &device, &mut |_, _| {})?;
+        let m = engram_model::load_model_with(path, &device, base, &mut |_, _| {})?;
         loads.push(start.elapsed().as_secs_f64());
         model = Some(m);
     }
@@ -569,11 +573,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None
     };
     println!(
-        "model: {}  threads: {}  reps: {} (medians)  allocator tuning: {}",
+        "model: {}  threads: {}  reps: {} (medians)  allocator tuning: {}  engram base weights: {}",
         path.display(),
         args.threads,
         args.reps,
-        if tuned { "on" } else { "off" }
+        if tuned { "on" } else { "off" },
+        args.base_weights
     );
     println!("| metric | engram | pytorch | engram / pytorch |");
     println!("|---|---:|---:|---:|");

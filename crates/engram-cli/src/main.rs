@@ -19,7 +19,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use engram_fetch::{DEFAULT_MODEL, Progress};
 use engram_lora::Adapters;
 use engram_model::tokenizer::Message;
-use engram_model::{DeviceSpec, GenerationConfig, LoadedModel, generate, load_model, model_info};
+use engram_model::{
+    BaseWeights, DeviceSpec, GenerationConfig, LoadedModel, generate, load_model_with, model_info,
+};
 
 /// Write new knowledge into a language model's weights.
 #[derive(Parser, Debug)]
@@ -148,6 +150,11 @@ struct DeviceArgs {
     /// cpu, wgpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// How the frozen weights of the linear layers are held: f32, or q8 (8-bit blocks expanded per layer at
+    /// each pass: 28% of their memory, slower; saves memory for inference only, as training keeps the expanded
+    /// copies for its backward pass; adapters stay f32).
+    #[arg(long, default_value = "f32")]
+    base_weights: String,
 }
 
 fn main() -> ExitCode {
@@ -266,6 +273,7 @@ fn model_path(args: &ModelArgs) -> Result<PathBuf> {
 
 fn load(args: &ModelArgs, device: &DeviceArgs) -> Result<LoadedModel> {
     let path = model_path(args)?;
+    let base = device.base_weights.parse::<BaseWeights>()?;
     let device = device.device.parse::<DeviceSpec>()?.device()?;
     let start = Instant::now();
     let bar = ProgressBar::new(1);
@@ -274,7 +282,7 @@ fn load(args: &ModelArgs, device: &DeviceArgs) -> Result<LoadedModel> {
             .progress_chars("=> "),
     );
     bar.set_message("loading");
-    let loaded = load_model(&path, &device, &mut |done, total| {
+    let loaded = load_model_with(&path, &device, base, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
@@ -317,7 +325,7 @@ fn info(args: &ModelArgs, json: bool) -> Result<()> {
     println!(
         "memory:        {:.2} GiB to load on the CPU (f32 weights {:.2} GiB + staging), {:.2} GiB available",
         (info.load_bytes) as f64 / GIB,
-        engram_model::weight_bytes(c) as f64 / GIB,
+        engram_model::weight_bytes(c, engram_model::BaseWeights::F32) as f64 / GIB,
         engram_model::available_host_memory().unwrap_or(0) as f64 / GIB,
     );
     println!(
@@ -437,8 +445,10 @@ fn merge_cmd(args: MergeArgs) -> Result<()> {
         )
         .into());
     }
+    // Merging writes f32 weights: a quantised base would only add its rounding to the export.
     let cpu = DeviceArgs {
         device: "cpu".into(),
+        base_weights: "f32".into(),
     };
     let mut loaded = load(&ModelArgs { model: Some(path) }, &cpu)?;
     load_adapters(&mut loaded.model, &args.adapter)?;

@@ -70,7 +70,7 @@ impl ModelWeights<'_> {
             _ => return Slot::Missing(name),
         };
         match (param, &proj.bias) {
-            ("weight", _) => Slot::Transposed(proj.weight.val()),
+            ("weight", _) => Slot::Transposed(proj.weight_f32()),
             ("bias", Some(b)) => Slot::Plain1(b.val()),
             _ => Slot::Missing(name),
         }

@@ -49,6 +49,20 @@ fn chat_generation_answers_and_stops_at_the_end_of_turn() {
 }
 
 #[test]
+fn a_q8_base_still_answers() {
+    let out = engram(&[
+        "generate",
+        "--chat",
+        "--base-weights",
+        "q8",
+        "--prompt",
+        "What is the capital of France?",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Paris"));
+}
+
+#[test]
 fn several_prompts_run_as_one_batch() {
     let out = engram(&[
         "generate",
@@ -76,6 +90,10 @@ fn out_of_range_options_are_rejected_by_name() {
         ),
         (vec!["generate", "--prompt", "x", "--top-p", "1.5"], "top-p"),
         (vec!["generate", "--prompt", "x", "--device", "tpu"], "tpu"),
+        (
+            vec!["generate", "--prompt", "x", "--base-weights", "q4"],
+            "base weights `q4`: expected f32 or q8",
+        ),
         (
             vec!["generate", "--prompt", "x", "--device", "cuda"],
             "--features cuda",

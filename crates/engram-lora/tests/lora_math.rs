@@ -323,3 +323,99 @@ fn low_rank_gradients_match_finite_differences() {
         loss_at(&a0, &b)
     });
 }
+
+/// A tiny llama whose every linear layer has an output width that is a multiple of the quantisation block.
+fn tiny_blocked() -> Llama {
+    let config = engram_formats::ModelConfig {
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 16,
+        ..tiny_config(Architecture::Llama)
+    };
+    Llama::load(&Memory::random(config, 7), &Device::flex(), &mut |_, _| {}).unwrap()
+}
+
+#[test]
+fn a_q8_base_tracks_f32_and_adapters_merge_over_it() {
+    use engram_model::BaseWeights;
+    let mut m = tiny_blocked();
+    let f32_logits = logits(&m);
+    let held = |m: &Llama| -> u64 {
+        m.projections()
+            .iter()
+            .map(|(_, p)| p.weight_bytes() as u64)
+            .sum()
+    };
+    let f32_bytes = held(&m);
+    assert_eq!(m.set_base_weights(BaseWeights::Q8), 14, "all 2 x 7 layers");
+    // What the memory check assumes is what the layers hold: 1 byte per weight + an f32 per 32.
+    assert_eq!(f32_bytes - held(&m), {
+        let c = m.config();
+        engram_model::weight_bytes(c, BaseWeights::F32)
+            - engram_model::weight_bytes(c, BaseWeights::Q8)
+    });
+    assert_eq!(held(&m) * 32, f32_bytes * 9);
+    assert!(m.projections().iter().all(|(_, p)| p.is_quantized()));
+    assert_eq!(m.set_base_weights(BaseWeights::Q8), 0, "already quantised");
+    let q8_logits = logits(&m);
+    let diff = max_rel_diff(&q8_logits, &f32_logits);
+    // 8 bits per 32-weight block: each weight within 1/254 of its block's largest; through two random
+    // layers that is a few percent of the largest logit (2.3% here). The real model's figures are in the bench.
+    assert!(diff > 0.0 && diff < 5e-2, "q8 logits off by {diff}");
+
+    // An adapter over the quantised base: merging gives the unmerged outputs and leaves that layer f32.
+    m.add_adapter("a", &LoraConfig::default(), 1).unwrap();
+    randomise_b(&mut m, "a", 3);
+    let unmerged = logits(&m);
+    assert!(max_rel_diff(&unmerged, &q8_logits) > 1e-3);
+    m.merge_adapter("a").unwrap();
+    assert!(m.projections().iter().all(|(_, p)| !p.is_quantized()));
+    assert!(max_rel_diff(&logits(&m), &unmerged) < 1e-5);
+}
+
+#[test]
+fn adapter_gradients_over_a_q8_base_are_those_over_its_f32_values() {
+    use engram_model::BaseWeights;
+    let (d_in, d_out, rank, rows) = (8, 64, 3, 5);
+    let device = Device::flex().autodiff();
+    let x = Tensor::<2>::from_data(
+        TensorData::new(pseudo(rows * d_in, 11, 2.0), [rows, d_in]),
+        &device,
+    );
+    let grads_of = |p: &mut Projection| -> (Vec<f32>, Vec<f32>, bool) {
+        let tracked = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &device).require_grad();
+        let a = tracked(p.adapters[0].a.val());
+        let b = tracked(p.adapters[0].b.val());
+        p.adapters[0].a = Param::from_tensor(a.clone());
+        p.adapters[0].b = Param::from_tensor(b.clone());
+        let y = p.forward(x.clone());
+        let grads = (y.clone() * y).sum().backward();
+        let v = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+        (
+            v(a.grad(&grads).unwrap()),
+            v(b.grad(&grads).unwrap()),
+            p.weight.val().grad(&grads).is_none(),
+        )
+    };
+    let mut q = layer(d_in, d_out, rank, 2.0, 5);
+    assert!(q.quantize_weight(BaseWeights::Q8));
+    // The same layer with the quantised weight's values stored as plain f32.
+    let mut f = layer(d_in, d_out, rank, 2.0, 5);
+    f.weight = Param::from_tensor(q.weight_f32()).set_require_grad(false);
+    let (qa, qb, q_frozen) = grads_of(&mut q);
+    let (fa, fb, _) = grads_of(&mut f);
+    assert!(q_frozen, "the quantised base weight gets no gradient");
+    assert!(max_rel_diff(&qa, &fa) < 1e-6 && max_rel_diff(&qb, &fb) < 1e-6);
+    assert!(qa.iter().any(|g| *g != 0.0));
+    // A width the block does not divide stays f32.
+    assert!(!layer(4, 48 + 8, 2, 1.0, 1).quantize_weight(BaseWeights::Q8));
+    assert_eq!("Q8".parse::<BaseWeights>().unwrap(), BaseWeights::Q8);
+    assert!(
+        "q4".parse::<BaseWeights>()
+            .unwrap_err()
+            .to_string()
+            .contains("f32 or q8")
+    );
+}

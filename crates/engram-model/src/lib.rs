@@ -40,14 +40,14 @@ pub use llama::{
     SelfAttention,
 };
 pub use load::{
-    LoadedModel, ModelInfo, chat_template_for, gguf_vocab, load_model, model_info,
+    LoadedModel, ModelInfo, chat_template_for, gguf_vocab, load_model, load_model_with, model_info,
     open_model_files, open_tokenizer, open_weights,
 };
 pub use memory::{
     SKIP_MEMORY_CHECK_ENV, available_host_memory, check_fits, check_memory, staging_bytes,
     weight_bytes,
 };
-pub use projection::{AdapterState, LowRank, Projection, splitmix64};
+pub use projection::{AdapterState, BaseWeights, LowRank, Projection, QUANT_BLOCK, splitmix64};
 
 pub use engram_formats as formats;
 pub use engram_tokenizer as tokenizer;

@@ -12,7 +12,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData, activation};
 use engram_formats::{LAYER_LINEARS, ModelConfig, TensorF32, WeightSource};
 
 use crate::ModelError;
-use crate::projection::Projection;
+use crate::projection::{BaseWeights, Projection};
 
 /// Attention sublayer with grouped-query attention.
 #[derive(Module, Debug)]
@@ -367,16 +367,31 @@ pub struct ForwardOutput {
 }
 
 impl Llama {
-    /// Builds the model from any weight source (GGUF file or Hugging Face folder) on `device`.
+    /// Builds the model from any weight source (GGUF file or Hugging Face folder) on `device`, in f32.
     pub fn load(
         source: &dyn WeightSource,
         device: &Device,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self, ModelError> {
+        Self::load_with(source, device, BaseWeights::F32, progress)
+    }
+
+    /// [`load`](Self::load), holding the linear layers' weights as `base` says; each layer is converted as it
+    /// is read, so the whole model is never in memory as f32.
+    pub fn load_with(
+        source: &dyn WeightSource,
+        device: &Device,
+        base: BaseWeights,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self, ModelError> {
         let c = source.config().clone();
         validate_config(source, &c)?;
         let total = c.num_hidden_layers + 2;
-        let loader = Loader { source, device };
+        let loader = Loader {
+            source,
+            device,
+            base,
+        };
         let embed = loader.tensor("model.embed_tokens.weight", &[c.vocab_size, c.hidden_size])?;
         progress(1, total);
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
@@ -566,6 +581,16 @@ impl Llama {
         x
     }
 
+    /// Holds the frozen weights of every linear layer as `base` says (the embedding and the output head stay
+    /// f32); [`BaseWeights::F32`] expands quantised ones back. Returns how many layers changed.
+    pub fn set_base_weights(&mut self, base: BaseWeights) -> usize {
+        let mut changed = 0;
+        for (_, p) in self.projections_mut() {
+            changed += usize::from(p.quantize_weight(base));
+        }
+        changed
+    }
+
     /// Every linear layer with its Hugging Face module name (`model.layers.3.self_attn.q_proj`), in order.
     pub fn projections(&self) -> Vec<(String, &Projection)> {
         let layers = self.model.layers.iter().map(DecoderLayer::linears);
@@ -651,6 +676,7 @@ fn validate_config(source: &dyn WeightSource, c: &ModelConfig) -> Result<(), Mod
 struct Loader<'a> {
     source: &'a dyn WeightSource,
     device: &'a Device,
+    base: BaseWeights,
 }
 
 impl Loader<'_> {
@@ -681,7 +707,9 @@ impl Loader<'_> {
         } else {
             None
         };
-        Ok(Projection::new(transpose_to_tensor(&w, self.device), bias))
+        let mut p = Projection::new(transpose_to_tensor(&w, self.device), bias);
+        p.quantize_weight(self.base);
+        Ok(p)
     }
 
     fn norm(&self, name: &str, c: &ModelConfig) -> Result<RmsNorm, ModelError> {

@@ -9,8 +9,8 @@ use engram_formats::hf::{HfWeights, is_hf_folder};
 use engram_formats::{ModelConfig, WeightSource};
 use engram_tokenizer::{ChatTemplate, GgufVocab, Tokenizer};
 
-use crate::ModelError;
 use crate::llama::Llama;
+use crate::{BaseWeights, ModelError};
 
 /// A model ready to run: weights on a device, its tokenizer and chat template.
 #[derive(Debug)]
@@ -116,9 +116,20 @@ pub fn load_model(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel, ModelError> {
+    load_model_with(path, device, BaseWeights::F32, progress)
+}
+
+/// [`load_model`] with the linear layers' frozen weights held as `base` says (e.g. [`BaseWeights::Q8`]:
+/// about a quarter of the memory, see [`Llama::load_with`]).
+pub fn load_model_with(
+    path: &Path,
+    device: &Device,
+    base: BaseWeights,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<LoadedModel, ModelError> {
     let (weights, tokenizer) = open_model_files(path)?;
-    crate::check_memory(path, weights.config(), device)?;
-    let model = Llama::load(weights.as_ref(), device, progress)?;
+    crate::check_memory(path, weights.config(), base, device)?;
+    let model = Llama::load_with(weights.as_ref(), device, base, progress)?;
     let chat_template = chat_template_for(&tokenizer, model.config());
     Ok(LoadedModel {
         model,
@@ -171,7 +182,7 @@ pub fn model_info(path: &Path) -> Result<ModelInfo, ModelError> {
         }
         .into(),
         parameters: config.parameter_count(),
-        load_bytes: crate::weight_bytes(&config) + crate::staging_bytes(&config),
+        load_bytes: crate::weight_bytes(&config, BaseWeights::F32) + crate::staging_bytes(&config),
         chat_template: chat_template_for(&tokenizer, &config).name().to_string(),
         config,
         tensor_types,

@@ -12,20 +12,40 @@ use std::path::Path;
 use burn::tensor::Device;
 use engram_formats::ModelConfig;
 
-use crate::ModelError;
+use crate::{BaseWeights, ModelError, QUANT_BLOCK};
 
 /// Set to `1` to load even when the check says the model will not fit (e.g. with plenty of swap).
 pub const SKIP_MEMORY_CHECK_ENV: &str = "ENGRAM_SKIP_MEMORY_CHECK";
 
-/// Bytes a model of this shape takes on its device once loaded (f32 weights, tied head counted twice).
-pub fn weight_bytes(config: &ModelConfig) -> u64 {
+/// Bytes a model of this shape takes on its device once loaded with its linear layers held as `base` (the
+/// embedding, head and norms are f32; a tied head is stored a second time).
+pub fn weight_bytes(config: &ModelConfig, base: BaseWeights) -> u64 {
     let embedding = (config.vocab_size * config.hidden_size) as u64;
     let head_copy = if config.tie_word_embeddings {
         embedding
     } else {
         0
     };
-    (config.parameter_count() as u64 + head_copy) * 4
+    let f32_bytes = (config.parameter_count() as u64 + head_copy) * 4;
+    match base {
+        BaseWeights::F32 => f32_bytes,
+        // One byte per weight and an f32 scale per block, in place of four bytes (assumes every width is a
+        // multiple of the block, as in every released llama/qwen2 shape).
+        BaseWeights::Q8 => {
+            let linear = linear_parameters(config);
+            f32_bytes - 4 * linear + linear + 4 * linear / QUANT_BLOCK as u64
+        }
+    }
+}
+
+/// Weights of the seven linear layers of every block (what [`BaseWeights::Q8`] quantises).
+fn linear_parameters(c: &ModelConfig) -> u64 {
+    let (h, q, kv) = (
+        c.hidden_size,
+        c.num_attention_heads * c.head_dim,
+        c.num_key_value_heads * c.head_dim,
+    );
+    (c.num_hidden_layers * (2 * h * q + 2 * h * kv + 3 * h * c.intermediate_size)) as u64
 }
 
 /// Bytes of host memory loading needs besides the weights themselves: the largest tensor, dequantised and
@@ -83,6 +103,7 @@ fn cgroup_headroom() -> Option<u64> {
 pub fn check_fits(
     path: &Path,
     config: &ModelConfig,
+    base: BaseWeights,
     device: &Device,
     available: Option<u64>,
 ) -> Result<(), ModelError> {
@@ -90,7 +111,12 @@ pub fn check_fits(
         return Ok(());
     };
     let on_host = *device == Device::flex();
-    let needed = staging_bytes(config) + if on_host { weight_bytes(config) } else { 0 };
+    let needed = staging_bytes(config)
+        + if on_host {
+            weight_bytes(config, base)
+        } else {
+            0
+        };
     if needed <= available {
         return Ok(());
     }
@@ -98,7 +124,7 @@ pub fn check_fits(
     Err(ModelError::OutOfMemory {
         path: path.to_path_buf(),
         reason: format!(
-            "loading needs about {:.2} GiB of {} memory ({:.2} B parameters as f32{}) but only {:.2} GiB is \
+            "loading needs about {:.2} GiB of {} memory ({:.2} B parameters, base weights {base}{}) but only {:.2} GiB is \
              available; use a smaller model, free memory, or set {SKIP_MEMORY_CHECK_ENV}=1 to try anyway",
             gib(needed),
             if on_host { "host" } else { "host staging" },
@@ -114,11 +140,16 @@ pub fn check_fits(
 }
 
 /// [`check_fits`] with the memory this process can use now, unless [`SKIP_MEMORY_CHECK_ENV`] is `1`.
-pub fn check_memory(path: &Path, config: &ModelConfig, device: &Device) -> Result<(), ModelError> {
+pub fn check_memory(
+    path: &Path,
+    config: &ModelConfig,
+    base: BaseWeights,
+    device: &Device,
+) -> Result<(), ModelError> {
     if std::env::var(SKIP_MEMORY_CHECK_ENV).is_ok_and(|v| v == "1") {
         return Ok(());
     }
-    check_fits(path, config, device, available_host_memory())
+    check_fits(path, config, base, device, available_host_memory())
 }
 
 #[cfg(test)]
@@ -154,10 +185,16 @@ mod tests {
         // 29.9 GiB of f32 weights + 3.9 GiB to stage the 128256 x 4096 embedding (two f32 copies).
         let c = llama_8b();
         assert_eq!(c.parameter_count(), 8_030_261_248);
-        assert_eq!(weight_bytes(&c), 8_030_261_248 * 4);
-        let err = check_fits(Path::new("/m/llama"), &c, &Device::flex(), Some(16 << 30))
-            .unwrap_err()
-            .to_string();
+        assert_eq!(weight_bytes(&c, BaseWeights::F32), 8_030_261_248 * 4);
+        let err = check_fits(
+            Path::new("/m/llama"),
+            &c,
+            BaseWeights::F32,
+            &Device::flex(),
+            Some(16 << 30),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with(
                 "/m/llama: loading needs about 33.83 GiB of host memory (8.03 B parameters"
@@ -166,8 +203,30 @@ mod tests {
         );
         assert!(err.contains(SKIP_MEMORY_CHECK_ENV), "{err}");
         // With 64 GiB it fits; unknown memory is not a reason to refuse.
-        check_fits(Path::new("m"), &c, &Device::flex(), Some(64 << 30)).unwrap();
-        check_fits(Path::new("m"), &c, &Device::flex(), None).unwrap();
+        check_fits(
+            Path::new("m"),
+            &c,
+            BaseWeights::F32,
+            &Device::flex(),
+            Some(64 << 30),
+        )
+        .unwrap();
+        check_fits(Path::new("m"), &c, BaseWeights::F32, &Device::flex(), None).unwrap();
+        // Held as q8 the linear layers (6.98 B weights) take 1.125 bytes each: with the f32 embedding and head
+        // (2 x 2.0 GiB) and the staging, 15.1 GiB, which fits in 16.
+        let q8 = weight_bytes(&c, BaseWeights::Q8) + staging_bytes(&c);
+        assert!(
+            (q8 as f64 / (1u64 << 30) as f64 - 15.14).abs() < 0.01,
+            "{q8}"
+        );
+        check_fits(
+            Path::new("m"),
+            &c,
+            BaseWeights::Q8,
+            &Device::flex(),
+            Some(16 << 30),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -176,7 +235,7 @@ mod tests {
         c.tie_word_embeddings = true;
         let embedding = 128_256u64 * 4096;
         assert_eq!(
-            weight_bytes(&c),
+            weight_bytes(&c, BaseWeights::F32),
             (c.parameter_count() as u64 + embedding) * 4
         );
     }
