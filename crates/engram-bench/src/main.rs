@@ -67,6 +67,14 @@ struct Args {
     /// How engram holds the frozen linear weights: f32, or q8 (8-bit blocks dequantised at each pass).
     #[arg(long, default_value = "f32")]
     base_weights: String,
+    /// Instead of the model file's weights, a model of this shape with random weights (its tokenizer is the
+    /// model file's): `llama-1b` (Llama 3.2 1B: 1.24 B parameters, 16 layers, hidden 2048). engram only.
+    #[arg(long)]
+    random_shape: Option<String>,
+    /// The device's peak FLOP/s in TFLOP/s (e.g. an H100's dense bf16, 989), to report model FLOP
+    /// utilisation; without it MFU is not printed.
+    #[arg(long)]
+    peak_tflops: Option<f64>,
     /// Measure only this part (for profiling): load, prefill, decode, sample or train.
     #[arg(long)]
     only: Option<String>,
@@ -107,6 +115,9 @@ struct Figures {
     sample_shared_s: f64,
     #[serde(default = "nan")]
     sample_repeated_s: f64,
+    /// [`forward_flops_per_token`] of the model measured (engram's side; the same model for PyTorch).
+    #[serde(default = "nan")]
+    forward_flops_per_token: f64,
 }
 
 fn nan() -> f64 {
@@ -443,7 +454,10 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
     for _ in 0..args.load_reps.max(1) {
         drop(model.take());
         let start = Instant::now();
-        let m = engram_model::load_model_with(path, &device, base, &mut |_, _| {})?;
+        let m = match &args.random_shape {
+            None => engram_model::load_model_with(path, &device, base, &mut |_, _| {})?,
+            Some(shape) => random_model(shape, path, &device, base)?,
+        };
         loads.push(start.elapsed().as_secs_f64());
         model = Some(m);
     }
@@ -505,8 +519,66 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
             nan
         },
         peak_rss_mb: peak_rss_mb(),
+        forward_flops_per_token: forward_flops_per_token(m.model.config()),
         ..train
     })
+}
+
+/// A model of a named shape with random weights (normal, std 0.02), with the model file's tokenizer.
+fn random_model(
+    shape: &str,
+    path: &Path,
+    device: &burn::tensor::Device,
+    base: engram_model::BaseWeights,
+) -> Result<LoadedModel, Box<dyn std::error::Error>> {
+    use engram_model::formats::{Architecture, ModelConfig};
+    let config = match shape {
+        // Llama 3.2 1B's config.json.
+        "llama-1b" => ModelConfig {
+            architecture: Architecture::Llama,
+            vocab_size: 128_256,
+            hidden_size: 2048,
+            intermediate_size: 8192,
+            num_hidden_layers: 16,
+            num_attention_heads: 32,
+            num_key_value_heads: 8,
+            head_dim: 64,
+            rms_norm_eps: 1e-5,
+            rope_theta: 500_000.0,
+            rope_scaling: None,
+            max_position_embeddings: 131_072,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            bos_token_id: Some(128_000),
+            eos_token_ids: vec![128_001],
+            pad_token_id: None,
+        },
+        other => return Err(format!("unknown --random-shape `{other}`: expected llama-1b").into()),
+    };
+    engram_model::check_memory(Path::new(shape), &config, base, device)?;
+    let source = engram_model::formats::testing::Memory::random(config, 1);
+    let model = engram_model::Llama::load_with(&source, device, base, &mut |_, _| {})?;
+    drop(source);
+    let tokenizer = engram_model::open_tokenizer(path)?;
+    let chat_template = engram_model::chat_template_for(&tokenizer, model.config());
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat_template,
+        path: PathBuf::from(shape),
+    })
+}
+
+/// Matrix-multiply FLOPs of one token's forward pass: 2 per weight of the linear layers and the output head
+/// (attention's score and value products, which grow with the context, are left out, as in the usual 6N rule).
+fn forward_flops_per_token(c: &engram_model::formats::ModelConfig) -> f64 {
+    let (h, q, kv) = (
+        c.hidden_size,
+        c.num_attention_heads * c.head_dim,
+        c.num_key_value_heads * c.head_dim,
+    );
+    let per_layer = 2 * h * q + 2 * h * kv + 3 * h * c.intermediate_size;
+    2.0 * (c.num_hidden_layers * per_layer + c.vocab_size * h) as f64
 }
 
 /// Runs `benches/compare/SCRIPT` with the model, threads and reps; its stdout (one JSON object).
@@ -568,13 +640,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ours = run_engram(&args, &path)?;
     let torch = if args.compare {
         eprintln!("pytorch: measuring on {} thread(s)...", args.threads);
-        Some(run_torch(&args, &path))
+        // The same model, so the same FLOPs per token.
+        Some(run_torch(&args, &path).map(|t| Figures {
+            forward_flops_per_token: ours.forward_flops_per_token,
+            ..t
+        }))
     } else {
         None
     };
     println!(
         "model: {}  threads: {}  reps: {} (medians)  allocator tuning: {}  engram base weights: {}",
-        path.display(),
+        match &args.random_shape {
+            Some(shape) => format!("{shape} (random weights)"),
+            None => path.display().to_string(),
+        },
         args.threads,
         args.reps,
         if tuned { "on" } else { "off" },
@@ -583,7 +662,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| metric | engram | pytorch | engram / pytorch |");
     println!("|---|---:|---:|---:|");
     type Row = (&'static str, fn(&Figures) -> f64);
-    let rows: [Row; 16] = [
+    let rows: [Row; 19] = [
         ("load (s)", |f| f.load_s),
         ("prefill tok/s, 128 tokens, batch 1", |f| f.prefill_b1_tok_s),
         ("prefill tok/s, 128 tokens, batch 4", |f| f.prefill_b4_tok_s),
@@ -616,6 +695,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("shared / repeated prefill (same run)", |f| {
             f.sample_shared_s / f.sample_repeated_s
         }),
+        ("decode model GFLOP/s (2N per token), batch 1", |f| {
+            f.decode_b1_tok_s * f.forward_flops_per_token / 1e9
+        }),
+        ("prefill model GFLOP/s (2N per token), batch 4", |f| {
+            f.prefill_b4_tok_s * f.forward_flops_per_token / 1e9
+        }),
+        ("LoRA step model GFLOP/s (4N per token)", |f| {
+            // Forward and the input gradients; a frozen base computes no weight gradients.
+            f.train_tok_s * 2.0 * f.forward_flops_per_token / 1e9
+        }),
     ];
     for (name, get) in rows {
         let ours_v = get(&ours);
@@ -631,6 +720,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => println!("| {name} | {ours_v:.2} | - | - |"),
         }
+    }
+    if let Some(peak) = args.peak_tflops {
+        let mfu = |gflops: f64| 100.0 * gflops / (peak * 1e3);
+        let f = ours.forward_flops_per_token / 1e9;
+        println!(
+            "MFU against {peak} TFLOP/s (engram): decode {:.2}%, prefill batch 4 {:.2}%, LoRA step {:.2}%",
+            mfu(ours.decode_b1_tok_s * f),
+            mfu(ours.prefill_b4_tok_s * f),
+            mfu(ours.train_tok_s * 2.0 * f)
+        );
     }
     if let Some(Err(e)) = &torch {
         eprintln!("pytorch comparison skipped: {e}");
