@@ -11,6 +11,7 @@
 //!   [`KvCache`].
 //! - [`generate`] decodes (greedy, temperature, top-k, top-p, seeded) a batch of prompts with stop strings
 //!   and streaming.
+//! - [`BaseWeights`]: the frozen linear weights in f32 or as 8-bit blocks ([`Q8Weight`]), chosen at load.
 //! - [`export_hf_folder`] writes the (dequantised) model as a Hugging Face folder for other tools.
 //!
 //! - [`Projection`] is every linear layer: a frozen weight plus slots for low-rank adapters ([`LowRank`]),
