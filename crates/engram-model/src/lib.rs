@@ -48,7 +48,9 @@ pub use memory::{
     SKIP_MEMORY_CHECK_ENV, available_host_memory, check_fits, check_memory, staging_bytes,
     weight_bytes,
 };
-pub use projection::{AdapterState, BaseWeights, LowRank, Projection, QUANT_BLOCK, splitmix64};
+pub use projection::{
+    AdapterState, BaseWeights, LowRank, Projection, Q8Weight, QUANT_BLOCK, splitmix64,
+};
 
 pub use engram_formats as formats;
 pub use engram_tokenizer as tokenizer;
