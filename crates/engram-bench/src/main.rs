@@ -572,13 +572,7 @@ fn random_model(
 /// Matrix-multiply FLOPs of one token's forward pass: 2 per weight of the linear layers and the output head
 /// (attention's score and value products, which grow with the context, are left out, as in the usual 6N rule).
 fn forward_flops_per_token(c: &engram_model::formats::ModelConfig) -> f64 {
-    let (h, q, kv) = (
-        c.hidden_size,
-        c.num_attention_heads * c.head_dim,
-        c.num_key_value_heads * c.head_dim,
-    );
-    let per_layer = 2 * h * q + 2 * h * kv + 3 * h * c.intermediate_size;
-    2.0 * (c.num_hidden_layers * per_layer + c.vocab_size * h) as f64
+    2.0 * (c.linear_weight_count() + c.vocab_size * c.hidden_size) as f64
 }
 
 /// Runs `benches/compare/SCRIPT` with the model, threads and reps; its stdout (one JSON object).

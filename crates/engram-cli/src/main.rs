@@ -324,7 +324,7 @@ fn info(args: &ModelArgs, json: bool) -> Result<()> {
     );
     println!(
         "memory:        {:.2} GiB to load on the CPU (f32 weights {:.2} GiB + staging), {:.2} GiB available",
-        (info.load_bytes) as f64 / GIB,
+        info.load_bytes as f64 / GIB,
         engram_model::weight_bytes(c, engram_model::BaseWeights::F32) as f64 / GIB,
         engram_model::available_host_memory().unwrap_or(0) as f64 / GIB,
     );

@@ -88,11 +88,18 @@ impl ModelConfig {
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
         let bias = if self.attention_bias { q + 2 * kv } else { 0 };
-        let attn = h * q + 2 * h * kv + q * h + bias;
-        let mlp = 3 * h * self.intermediate_size;
-        let layer = attn + mlp + 2 * h;
+        let layer = bias + 2 * h;
         let embed = self.vocab_size * h;
         let head = if self.tie_word_embeddings { 0 } else { embed };
-        embed + head + self.num_hidden_layers * layer + h
+        embed + head + self.linear_weight_count() + self.num_hidden_layers * layer + h
+    }
+
+    /// Weights of the seven linear layers (q, k, v, o, gate, up, down) of every block, biases not counted:
+    /// what most of the compute multiplies by, and what a quantised base holds in fewer bits.
+    pub fn linear_weight_count(&self) -> usize {
+        let h = self.hidden_size;
+        let q = self.num_attention_heads * self.head_dim;
+        let kv = self.num_key_value_heads * self.head_dim;
+        self.num_hidden_layers * (2 * h * q + 2 * h * kv + 3 * h * self.intermediate_size)
     }
 }

@@ -32,20 +32,10 @@ pub fn weight_bytes(config: &ModelConfig, base: BaseWeights) -> u64 {
         // One byte per weight and an f32 scale per block, in place of four bytes (assumes every width is a
         // multiple of the block, as in every released llama/qwen2 shape).
         BaseWeights::Q8 => {
-            let linear = linear_parameters(config);
+            let linear = config.linear_weight_count() as u64;
             f32_bytes - 4 * linear + linear + 4 * linear / QUANT_BLOCK as u64
         }
     }
-}
-
-/// Weights of the seven linear layers of every block (what [`BaseWeights::Q8`] quantises).
-fn linear_parameters(c: &ModelConfig) -> u64 {
-    let (h, q, kv) = (
-        c.hidden_size,
-        c.num_attention_heads * c.head_dim,
-        c.num_key_value_heads * c.head_dim,
-    );
-    (c.num_hidden_layers * (2 * h * q + 2 * h * kv + 3 * h * c.intermediate_size)) as u64
 }
 
 /// Bytes of host memory loading needs besides the weights themselves: the largest tensor, dequantised and
@@ -180,21 +170,19 @@ mod tests {
         }
     }
 
+    /// `check_fits` on the CPU for a model at `/m/llama`, as a message on refusal.
+    fn fits(c: &ModelConfig, base: BaseWeights, available: Option<u64>) -> Result<(), String> {
+        check_fits(Path::new("/m/llama"), c, base, &Device::flex(), available)
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn an_8b_model_needs_34_gib_and_is_refused_with_16() {
         // 29.9 GiB of f32 weights + 3.9 GiB to stage the 128256 x 4096 embedding (two f32 copies).
         let c = llama_8b();
         assert_eq!(c.parameter_count(), 8_030_261_248);
         assert_eq!(weight_bytes(&c, BaseWeights::F32), 8_030_261_248 * 4);
-        let err = check_fits(
-            Path::new("/m/llama"),
-            &c,
-            BaseWeights::F32,
-            &Device::flex(),
-            Some(16 << 30),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = fits(&c, BaseWeights::F32, Some(16 << 30)).unwrap_err();
         assert!(
             err.starts_with(
                 "/m/llama: loading needs about 33.83 GiB of host memory (8.03 B parameters"
@@ -203,30 +191,17 @@ mod tests {
         );
         assert!(err.contains(SKIP_MEMORY_CHECK_ENV), "{err}");
         // With 64 GiB it fits; unknown memory is not a reason to refuse.
-        check_fits(
-            Path::new("m"),
-            &c,
-            BaseWeights::F32,
-            &Device::flex(),
-            Some(64 << 30),
-        )
-        .unwrap();
-        check_fits(Path::new("m"), &c, BaseWeights::F32, &Device::flex(), None).unwrap();
+        fits(&c, BaseWeights::F32, Some(64 << 30)).unwrap();
+        fits(&c, BaseWeights::F32, None).unwrap();
         // Held as q8 the linear layers (6.98 B weights) take 1.125 bytes each: with the f32 embedding and head
         // (2 x 2.0 GiB) and the staging, 15.1 GiB, which fits in 16.
+        assert_eq!(c.linear_weight_count(), 6_979_321_856);
         let q8 = weight_bytes(&c, BaseWeights::Q8) + staging_bytes(&c);
         assert!(
             (q8 as f64 / (1u64 << 30) as f64 - 15.14).abs() < 0.01,
             "{q8}"
         );
-        check_fits(
-            Path::new("m"),
-            &c,
-            BaseWeights::Q8,
-            &Device::flex(),
-            Some(16 << 30),
-        )
-        .unwrap();
+        fits(&c, BaseWeights::Q8, Some(16 << 30)).unwrap();
     }
 
     #[test]
