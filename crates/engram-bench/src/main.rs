@@ -64,9 +64,13 @@ struct Args {
     python: PathBuf,
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// How engram holds the frozen linear weights: f32, or q8 (8-bit blocks dequantised at each pass).
+    /// How engram holds the frozen linear weights: f32 (dense, in the --dtype), or q8 (8-bit blocks
+    /// dequantised at each pass).
     #[arg(long, default_value = "f32")]
     base_weights: String,
+    /// engram's compute dtype: f32, bf16 or f16 (adapters, norms and losses stay f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// Instead of the model file's weights, a model of this shape with random weights (its tokenizer is the
     /// model file's): `llama-1b` (Llama 3.2 1B: 1.24 B parameters, 16 layers, hidden 2048). engram only.
     #[arg(long)]
@@ -448,7 +452,10 @@ where
 
 fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::Error>> {
     let device = args.device.parse::<DeviceSpec>()?.device()?;
-    let base = args.base_weights.parse::<engram_model::BaseWeights>()?;
+    let base = engram_model::LoadOptions::new(
+        args.base_weights.parse::<engram_model::BaseWeights>()?,
+        args.dtype.parse::<engram_model::Dtype>()?,
+    );
     let mut loads = Vec::new();
     let mut model = None;
     for _ in 0..args.load_reps.max(1) {
@@ -529,7 +536,7 @@ fn random_model(
     shape: &str,
     path: &Path,
     device: &burn::tensor::Device,
-    base: engram_model::BaseWeights,
+    base: engram_model::LoadOptions,
 ) -> Result<LoadedModel, Box<dyn std::error::Error>> {
     use engram_model::formats::{Architecture, ModelConfig};
     let config = match shape {
@@ -643,7 +650,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None
     };
     println!(
-        "model: {}  threads: {}  reps: {} (medians)  allocator tuning: {}  engram base weights: {}",
+        "model: {}  threads: {}  reps: {} (medians)  allocator tuning: {}  engram base weights: {}  dtype: {}",
         match &args.random_shape {
             Some(shape) => format!("{shape} (random weights)"),
             None => path.display().to_string(),
@@ -651,7 +658,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.threads,
         args.reps,
         if tuned { "on" } else { "off" },
-        args.base_weights
+        args.base_weights,
+        args.dtype
     );
     println!("| metric | engram | pytorch | engram / pytorch |");
     println!("|---|---:|---:|---:|");

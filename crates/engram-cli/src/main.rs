@@ -20,7 +20,8 @@ use engram_fetch::{DEFAULT_MODEL, Progress};
 use engram_lora::Adapters;
 use engram_model::tokenizer::Message;
 use engram_model::{
-    BaseWeights, DeviceSpec, GenerationConfig, LoadedModel, generate, load_model_with, model_info,
+    BaseWeights, DeviceSpec, Dtype, GenerationConfig, LoadOptions, LoadedModel, generate,
+    load_model_with, model_info,
 };
 
 /// Write new knowledge into a language model's weights.
@@ -150,11 +151,16 @@ struct DeviceArgs {
     /// cpu, wgpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// How the frozen weights of the linear layers are held: f32, or q8 (8-bit blocks expanded per layer at
-    /// each pass: 28% of their memory, slower; saves memory for inference only, as training keeps the expanded
-    /// copies for its backward pass; adapters stay f32).
+    /// How the frozen weights of the linear layers are held: f32 (dense, in the --dtype), or q8 (8-bit blocks
+    /// expanded per layer at each pass: 28% of their f32 memory, slower; saves memory for inference only, as
+    /// training keeps the expanded copies for its backward pass; adapters stay f32).
     #[arg(long, default_value = "f32")]
     base_weights: String,
+    /// The float type of the frozen weights and activations: f32, bf16 or f16. Adapters (the trained master
+    /// weights), norms, softmaxes and losses stay f32. Half precision halves weight memory; it is meant for
+    /// GPUs: on the CPU it is slower than f32 except f16 decoding (docs/benchmarks.md).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 fn main() -> ExitCode {
@@ -273,7 +279,10 @@ fn model_path(args: &ModelArgs) -> Result<PathBuf> {
 
 fn load(args: &ModelArgs, device: &DeviceArgs) -> Result<LoadedModel> {
     let path = model_path(args)?;
-    let base = device.base_weights.parse::<BaseWeights>()?;
+    let options = LoadOptions::new(
+        device.base_weights.parse::<BaseWeights>()?,
+        device.dtype.parse::<Dtype>()?,
+    );
     let device = device.device.parse::<DeviceSpec>()?.device()?;
     let start = Instant::now();
     let bar = ProgressBar::new(1);
@@ -282,7 +291,7 @@ fn load(args: &ModelArgs, device: &DeviceArgs) -> Result<LoadedModel> {
             .progress_chars("=> "),
     );
     bar.set_message("loading");
-    let loaded = load_model_with(&path, &device, base, &mut |done, total| {
+    let loaded = load_model_with(&path, &device, options, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
@@ -445,10 +454,11 @@ fn merge_cmd(args: MergeArgs) -> Result<()> {
         )
         .into());
     }
-    // Merging writes f32 weights: a quantised base would only add its rounding to the export.
+    // Merging writes f32 weights: a quantised or half-precision base would only add its rounding to the export.
     let cpu = DeviceArgs {
         device: "cpu".into(),
         base_weights: "f32".into(),
+        dtype: "f32".into(),
     };
     let mut loaded = load(&ModelArgs { model: Some(path) }, &cpu)?;
     load_adapters(&mut loaded.model, &args.adapter)?;

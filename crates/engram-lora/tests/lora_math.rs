@@ -416,6 +416,6 @@ fn adapter_gradients_over_a_q8_base_are_those_over_its_f32_values() {
         "q4".parse::<BaseWeights>()
             .unwrap_err()
             .to_string()
-            .contains("f32 or q8")
+            .contains("f32 (dense, in the compute dtype) or q8")
     );
 }

@@ -11,7 +11,9 @@
 //!   [`KvCache`].
 //! - [`generate`] decodes (greedy, temperature, top-k, top-p, seeded) a batch of prompts with stop strings
 //!   and streaming.
-//! - [`BaseWeights`]: the frozen linear weights in f32 or as 8-bit blocks ([`Q8Weight`]), chosen at load.
+//! - [`BaseWeights`]: the frozen linear weights dense or as 8-bit blocks ([`Q8Weight`]), and [`Dtype`]: f32,
+//!   bf16 or f16 weights and activations (adapters, norms and logits stay f32); both chosen at load
+//!   ([`LoadOptions`]).
 //! - [`export_hf_folder`] writes the (dequantised) model as a Hugging Face folder for other tools.
 //!
 //! - [`Projection`] is every linear layer: a frozen weight plus slots for low-rank adapters ([`LowRank`]),
@@ -27,6 +29,7 @@ mod generate;
 mod llama;
 mod load;
 mod memory;
+mod precision;
 mod projection;
 
 pub use burn::tensor::Device;
@@ -48,6 +51,7 @@ pub use memory::{
     SKIP_MEMORY_CHECK_ENV, available_host_memory, check_fits, check_memory, staging_bytes,
     weight_bytes,
 };
+pub use precision::{Dtype, LoadOptions};
 pub use projection::{
     AdapterState, BaseWeights, LowRank, Projection, Q8Weight, QUANT_BLOCK, splitmix64,
 };

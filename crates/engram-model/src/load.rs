@@ -10,7 +10,7 @@ use engram_formats::{ModelConfig, WeightSource};
 use engram_tokenizer::{ChatTemplate, GgufVocab, Tokenizer};
 
 use crate::llama::Llama;
-use crate::{BaseWeights, ModelError};
+use crate::{BaseWeights, LoadOptions, ModelError};
 
 /// A model ready to run: weights on a device, its tokenizer and chat template.
 #[derive(Debug)]
@@ -119,17 +119,19 @@ pub fn load_model(
     load_model_with(path, device, BaseWeights::F32, progress)
 }
 
-/// [`load_model`] with the linear layers' frozen weights held as `base` says (e.g. [`BaseWeights::Q8`]:
-/// about a quarter of the memory, see [`Llama::load_with`]).
+/// [`load_model`] with the model held as `options` say: the linear layers' frozen weights (e.g.
+/// [`BaseWeights::Q8`]: about a quarter of the memory) and the compute [`Dtype`](crate::Dtype) (see
+/// [`Llama::load_with`]).
 pub fn load_model_with(
     path: &Path,
     device: &Device,
-    base: BaseWeights,
+    options: impl Into<LoadOptions>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel, ModelError> {
+    let options = options.into();
     let (weights, tokenizer) = open_model_files(path)?;
-    crate::check_memory(path, weights.config(), base, device)?;
-    let model = Llama::load_with(weights.as_ref(), device, base, progress)?;
+    crate::check_memory(path, weights.config(), options, device)?;
+    let model = Llama::load_with(weights.as_ref(), device, options, progress)?;
     let chat_template = chat_template_for(&tokenizer, model.config());
     Ok(LoadedModel {
         model,

@@ -1,8 +1,8 @@
 //! A memory check before loading: a clear error up front instead of the kernel killing the process once most
 //! of a model too big for the machine has been read.
 //!
-//! The model runs in f32 whatever its file stores (a Q4 GGUF is dequantised on load), so a model needs about
-//! four bytes per parameter, plus a second copy of the embedding when it is tied to the output head (the head
+//! The model runs in its compute dtype whatever its file stores (a Q4 GGUF is dequantised on load), so a model
+//! needs about four bytes per parameter in f32 (two in bf16/f16, about 1.1 for linear weights held as q8), plus a second copy of the embedding when it is tied to the output head (the head
 //! is kept transposed), plus room to stage the largest tensor while it is converted. On the CPU all of that is
 //! host memory; on a GPU only the staging is, and Burn offers no query of the device's free memory, so GPU
 //! memory is not checked (the backend reports its own allocation failure).
@@ -12,30 +12,33 @@ use std::path::Path;
 use burn::tensor::Device;
 use engram_formats::ModelConfig;
 
-use crate::{BaseWeights, ModelError, QUANT_BLOCK};
+use crate::{BaseWeights, LoadOptions, ModelError, QUANT_BLOCK};
 
 /// Set to `1` to load even when the check says the model will not fit (e.g. with plenty of swap).
 pub const SKIP_MEMORY_CHECK_ENV: &str = "ENGRAM_SKIP_MEMORY_CHECK";
 
-/// Bytes a model of this shape takes on its device once loaded with its linear layers held as `base` (the
-/// embedding, head and norms are f32; a tied head is stored a second time).
-pub fn weight_bytes(config: &ModelConfig, base: BaseWeights) -> u64 {
+/// Bytes a model of this shape takes on its device once loaded as `options` say (a [`BaseWeights`], a
+/// [`Dtype`](crate::Dtype) or both): embedding, head and biases in the compute dtype (a tied head stored a
+/// second time), the linear weights in it too or as q8 blocks, the norms in f32.
+pub fn weight_bytes(config: &ModelConfig, options: impl Into<LoadOptions>) -> u64 {
+    let options = options.into();
+    let dtype = options.dtype.bytes();
     let embedding = (config.vocab_size * config.hidden_size) as u64;
     let head_copy = if config.tie_word_embeddings {
         embedding
     } else {
         0
     };
-    let f32_bytes = (config.parameter_count() as u64 + head_copy) * 4;
-    match base {
-        BaseWeights::F32 => f32_bytes,
-        // One byte per weight and an f32 scale per block, in place of four bytes (assumes every width is a
-        // multiple of the block, as in every released llama/qwen2 shape).
-        BaseWeights::Q8 => {
-            let linear = config.linear_weight_count() as u64;
-            f32_bytes - 4 * linear + linear + 4 * linear / QUANT_BLOCK as u64
-        }
-    }
+    let linear = config.linear_weight_count() as u64;
+    let norms = ((2 * config.num_hidden_layers + 1) * config.hidden_size) as u64;
+    let rest = config.parameter_count() as u64 + head_copy - linear - norms;
+    let linear_bytes = match options.base {
+        BaseWeights::F32 => linear * dtype,
+        // One byte per weight and an f32 scale per block (assumes every width is a multiple of the block, as in
+        // every released llama/qwen2 shape).
+        BaseWeights::Q8 => linear + 4 * linear / QUANT_BLOCK as u64,
+    };
+    rest * dtype + linear_bytes + norms * 4
 }
 
 /// Bytes of host memory loading needs besides the weights themselves: the largest tensor, dequantised and
@@ -93,17 +96,18 @@ fn cgroup_headroom() -> Option<u64> {
 pub fn check_fits(
     path: &Path,
     config: &ModelConfig,
-    base: BaseWeights,
+    options: impl Into<LoadOptions>,
     device: &Device,
     available: Option<u64>,
 ) -> Result<(), ModelError> {
+    let options = options.into();
     let Some(available) = available else {
         return Ok(());
     };
     let on_host = *device == Device::flex();
     let needed = staging_bytes(config)
         + if on_host {
-            weight_bytes(config, base)
+            weight_bytes(config, options)
         } else {
             0
         };
@@ -114,7 +118,7 @@ pub fn check_fits(
     Err(ModelError::OutOfMemory {
         path: path.to_path_buf(),
         reason: format!(
-            "loading needs about {:.2} GiB of {} memory ({:.2} B parameters, base weights {base}{}) but only {:.2} GiB is \
+            "loading needs about {:.2} GiB of {} memory ({:.2} B parameters, {options}{}) but only {:.2} GiB is \
              available; use a smaller model, free memory, or set {SKIP_MEMORY_CHECK_ENV}=1 to try anyway",
             gib(needed),
             if on_host { "host" } else { "host staging" },
@@ -133,13 +137,13 @@ pub fn check_fits(
 pub fn check_memory(
     path: &Path,
     config: &ModelConfig,
-    base: BaseWeights,
+    options: impl Into<LoadOptions>,
     device: &Device,
 ) -> Result<(), ModelError> {
     if std::env::var(SKIP_MEMORY_CHECK_ENV).is_ok_and(|v| v == "1") {
         return Ok(());
     }
-    check_fits(path, config, base, device, available_host_memory())
+    check_fits(path, config, options, device, available_host_memory())
 }
 
 #[cfg(test)]
@@ -202,6 +206,15 @@ mod tests {
             "{q8}"
         );
         fits(&c, BaseWeights::Q8, Some(16 << 30)).unwrap();
+        // In bf16 everything but the norms' 0.27 M f32 scales takes two bytes: 15.0 GiB of weights.
+        let bf16 = weight_bytes(&c, crate::Dtype::Bf16);
+        assert_eq!(bf16, (8_030_261_248 - 266_240) * 2 + 266_240 * 4);
+        // q8 linears under bf16: the embedding and head (2 x 1.0 GiB) at two bytes, 9.3 GiB in all.
+        let both = weight_bytes(&c, LoadOptions::new(BaseWeights::Q8, crate::Dtype::Bf16));
+        assert_eq!(
+            both,
+            (8_030_261_248 - 6_979_321_856 - 266_240) * 2 + 6_979_321_856 * 9 / 8 + 266_240 * 4
+        );
     }
 
     #[test]

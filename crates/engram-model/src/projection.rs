@@ -10,13 +10,13 @@ use std::str::FromStr;
 
 use burn::module::{Module, Param};
 use burn::tensor::module::linear;
-use burn::tensor::{Distribution, Int, IntDType, Tensor};
+use burn::tensor::{Distribution, FloatDType, Int, IntDType, Tensor};
 
 /// How the frozen base weights of the linear layers are held in memory (QLoRA's idea: the base stays
 /// quantised, only the adapters are f32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum BaseWeights {
-    /// Plain f32 (the default): fastest on the CPU.
+    /// Dense, in the model's compute dtype ([`Dtype`](crate::Dtype): f32 by default, the fastest on the CPU).
     #[default]
     F32,
     /// 8-bit symmetric integers with an f32 scale per block of 32 output weights ([`Q8Weight`]), expanded
@@ -43,8 +43,10 @@ pub struct Q8Weight {
 }
 
 impl Q8Weight {
-    /// Quantises `w` (`[in, out]`, `out` a multiple of [`QUANT_BLOCK`]) on its device.
+    /// Quantises `w` (`[in, out]`, `out` a multiple of [`QUANT_BLOCK`]) on its device (in f32, whatever
+    /// `w`'s float type).
     pub fn quantize(w: Tensor<2>) -> Self {
+        let w = w.cast(FloatDType::F32);
         let [d_in, d_out] = w.dims();
         let blocks = w.reshape([d_in, d_out / QUANT_BLOCK, QUANT_BLOCK]);
         // An all-zero block gets a tiny scale instead of a division by zero; its values round to 0.
@@ -91,12 +93,12 @@ impl FromStr for BaseWeights {
     type Err = crate::ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "f32" => Ok(BaseWeights::F32),
+            "f32" | "dense" => Ok(BaseWeights::F32),
             "q8" => Ok(BaseWeights::Q8),
             _ => Err(crate::ModelError::invalid(
                 "base weights",
                 s,
-                "expected f32 or q8",
+                "expected f32 (dense, in the compute dtype) or q8",
             )),
         }
     }
@@ -196,22 +198,34 @@ impl Projection {
             (BaseWeights::Q8, false) if self.dims()[1].is_multiple_of(QUANT_BLOCK) => {
                 let q = Q8Weight::quantize(self.weight.val().inner());
                 let device = self.weight.val().device();
-                self.set_f32(Tensor::empty([0, 0], &device));
+                self.set_weight(Tensor::empty([0, 0], &device));
                 self.quantized = Some(q);
                 true
             }
             (BaseWeights::F32, true) => {
                 let w = self.weight_f32();
                 self.quantized = None;
-                self.set_f32(w);
+                self.set_weight(w);
                 true
             }
             _ => false,
         }
     }
 
-    fn set_f32(&mut self, w: Tensor<2>) {
+    fn set_weight(&mut self, w: Tensor<2>) {
         self.weight = Param::initialized(self.weight.id, w).set_require_grad(false);
+    }
+
+    /// Holds the dense frozen weight and the bias as `dtype` (a quantised weight keeps its 8-bit blocks and is
+    /// expanded straight to the input's type; the adapters stay f32, their master copy).
+    pub fn set_dtype(&mut self, dtype: FloatDType) {
+        if self.quantized.is_none() {
+            let w = self.weight.val().cast(dtype);
+            self.set_weight(w);
+        }
+        if let Some(b) = &mut self.bias {
+            *b = Param::initialized(b.id, b.val().cast(dtype)).set_require_grad(false);
+        }
     }
 
     /// Whether the frozen weight is held quantised.
@@ -221,9 +235,14 @@ impl Projection {
 
     /// The frozen weight as f32 `[in, out]` (expanded from its 8-bit blocks if it is held so).
     pub fn weight_f32(&self) -> Tensor<2> {
+        self.weight_as(FloatDType::F32)
+    }
+
+    /// The frozen weight as `dtype` (a no-op where it is held so).
+    fn weight_as(&self, dtype: FloatDType) -> Tensor<2> {
         match &self.quantized {
-            Some(q) => q.dequantize(),
-            None => self.weight.val(),
+            Some(q) => q.dequantize().cast(dtype),
+            None => self.weight.val().cast(dtype),
         }
     }
 
@@ -231,7 +250,7 @@ impl Projection {
     pub fn weight_bytes(&self) -> usize {
         match &self.quantized {
             Some(q) => q.bytes(),
-            None => 4 * self.weight.dims().iter().product::<usize>(),
+            None => self.weight.val().dtype().size() * self.weight.dims().iter().product::<usize>(),
         }
     }
 
@@ -253,21 +272,24 @@ impl Projection {
         self.adapters.iter_mut().find(|a| a.name == name)
     }
 
-    /// Applies the layer to `x` (`[..., in]`, any rank ≥ 2).
+    /// Applies the layer to `x` (`[..., in]`, any rank ≥ 2), computing in `x`'s float type.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        // A no-op for an f32 weight; a quantised one is expanded for this pass only.
+        let dtype: FloatDType = x.dtype().into();
+        // A no-op for a weight held in x's type; a quantised one is expanded for this pass only.
         let mut y = linear(
             x.clone(),
-            self.weight_f32(),
-            self.bias.as_ref().map(|b| b.val()),
+            self.weight_as(dtype),
+            self.bias.as_ref().map(|b| b.val().cast(dtype)),
         );
         for adapter in self
             .adapters
             .iter()
             .filter(|a| a.state == AdapterState::Active)
         {
-            let a = adapter.a.val();
-            let input = if adapter.dropout > 0.0 && a.is_require_grad() {
+            let trained = adapter.a.val().is_require_grad();
+            // f32 master factors, cast for this pass (the cast's backward hands f32 gradients back).
+            let a = adapter.a.val().cast(dtype);
+            let input = if adapter.dropout > 0.0 && trained {
                 dropout(x.clone(), adapter.dropout, adapter.dropout_seed)
             } else {
                 x.clone()
@@ -275,7 +297,7 @@ impl Projection {
             // (x·A)·B, never A·B: the rank-r intermediate is what makes LoRA cheap. The scale is applied to that
             // intermediate too (r columns instead of `out`), in the forward and the backward pass.
             let low = linear(input, a, None).mul_scalar(adapter.scale);
-            y = y + linear(low, adapter.b.val(), None);
+            y = y + linear(low, adapter.b.val().cast(dtype), None);
         }
         y
     }
@@ -292,13 +314,23 @@ impl Projection {
         };
         let delta = adapter.delta();
         adapter.state = AdapterState::Merged;
+        let dtype = self.stored_dtype();
         let w = self.weight_f32().inner() + delta;
         self.quantized = None;
-        self.set_f32(w);
+        self.set_weight(w.cast(dtype));
         true
     }
 
-    /// Takes a merged adapter `name` back out of the weight (exact up to f32 rounding) and makes it active.
+    /// The float type a dense weight is kept in after a merge: the weight's own, f32 for a quantised one.
+    fn stored_dtype(&self) -> FloatDType {
+        match &self.quantized {
+            Some(_) => FloatDType::F32,
+            None => self.weight.val().dtype().into(),
+        }
+    }
+
+    /// Takes a merged adapter `name` back out of the weight (exact up to the rounding of the weight's float
+    /// type: f32's, or bf16's under `--dtype bf16`) and makes it active.
     /// Returns `false` when there is no such merged adapter.
     pub fn unmerge(&mut self, name: &str) -> bool {
         let Some(adapter) = self
@@ -310,9 +342,10 @@ impl Projection {
         };
         let delta = adapter.delta();
         adapter.state = AdapterState::Active;
+        let dtype = self.stored_dtype();
         let w = self.weight_f32().inner() - delta;
         self.quantized = None;
-        self.set_f32(w);
+        self.set_weight(w.cast(dtype));
         true
     }
 }
@@ -322,9 +355,10 @@ impl Projection {
 /// the seed.
 fn dropout<const D: usize>(x: Tensor<D>, p: f64, seed: Option<u64>) -> Tensor<D> {
     let device = x.device().inner();
+    let dtype: FloatDType = x.dtype().into();
     let Some(seed) = seed else {
         let keep = Tensor::<D>::random(x.shape(), Distribution::Bernoulli(1.0 - p), &device);
-        return x * keep.mul_scalar(1.0 / (1.0 - p));
+        return x * keep.mul_scalar(1.0 / (1.0 - p)).cast(dtype);
     };
     use rayon::prelude::*;
     const CHUNK: usize = 4096;
@@ -347,7 +381,7 @@ fn dropout<const D: usize>(x: Tensor<D>, p: f64, seed: Option<u64>) -> Tensor<D>
                 };
             }
         });
-    x * Tensor::<D>::from_data(burn::tensor::TensorData::new(mask, shape), &device)
+    x * Tensor::<D>::from_data(burn::tensor::TensorData::new(mask, shape), &device).cast(dtype)
 }
 
 /// One step of splitmix64 (Steele et al.): a cheap, well-mixed 64-bit hash for deriving seeds and masks.
