@@ -334,8 +334,21 @@ fn info(args: &ModelArgs, json: bool) -> Result<()> {
     println!(
         "memory:        {:.2} GiB to load on the CPU (f32 weights {:.2} GiB + staging), {:.2} GiB available",
         info.load_bytes as f64 / GIB,
-        engram_model::weight_bytes(c, engram_model::BaseWeights::F32) as f64 / GIB,
+        engram_model::weight_bytes(c, BaseWeights::F32) as f64 / GIB,
         engram_model::available_host_memory().unwrap_or(0) as f64 / GIB,
+    );
+    // What the other ways of holding the model need (--dtype, --base-weights), before choosing one.
+    let held = |options: LoadOptions| {
+        format!(
+            "{options} {:.2} GiB",
+            engram_model::weight_bytes(c, options) as f64 / GIB
+        )
+    };
+    println!(
+        "weights as:    {}; {}; {}",
+        held(Dtype::Bf16.into()),
+        held(BaseWeights::Q8.into()),
+        held(LoadOptions::new(BaseWeights::Q8, Dtype::Bf16)),
     );
     println!(
         "shape:         {} layers, hidden {}, intermediate {}, {} heads ({} kv), head dim {}",

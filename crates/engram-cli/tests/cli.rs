@@ -92,7 +92,11 @@ fn out_of_range_options_are_rejected_by_name() {
         (vec!["generate", "--prompt", "x", "--device", "tpu"], "tpu"),
         (
             vec!["generate", "--prompt", "x", "--base-weights", "q4"],
-            "base weights `q4`: expected f32 or q8",
+            "base weights `q4`: expected f32 (dense, in the compute dtype) or q8",
+        ),
+        (
+            vec!["generate", "--prompt", "x", "--dtype", "fp8"],
+            "dtype `fp8`: expected one of f32, bf16, f16",
         ),
         (
             vec!["generate", "--prompt", "x", "--device", "cuda"],
