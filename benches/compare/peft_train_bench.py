@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_bench import (  # noqa: E402
     HERE,
+    Runtime,
     cpu_name,
     die,
     emit_json,
@@ -104,7 +105,9 @@ def main() -> int:
     model_path, load_dir, load_kw = resolve_model(args.model)
     prompt_bytes, prompt_text = read_prompt(args.prompt_file)
     torch, transformers = import_torch_stack(args.threads, load_kw)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    rt = Runtime(torch, args)
 
     try:
         import peft
@@ -118,24 +121,23 @@ def main() -> int:
     rss_after_import_mb = vm_status_mb("VmRSS")
     load_start, busy_start = machine_load_start()
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
-        f"{torch.get_num_threads()} thread(s), model {model_path}")
+        f"{torch.get_num_threads()} thread(s), {rt.name()}, model "
+        f"{args.random_shape + ' (random weights)' if args.random_shape else model_path}")
 
     # ---------------------------------------------------------------- load
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(load_dir, **load_kw)
-    model = AutoModelForCausalLM.from_pretrained(load_dir, dtype=torch.float32, **load_kw)
+    model = rt.load_model(transformers, load_dir, load_kw, args.random_shape)
+    rt.sync()
     load_s = time.perf_counter() - t0
     log(f"load: {load_s:.2f} s")
-    dtypes = sorted({str(p.dtype) for p in model.parameters()})
-    if dtypes != ["torch.float32"]:
-        die(f"expected f32 parameters, got {dtypes}")
     n_params_base = sum(p.numel() for p in model.parameters())
 
     ids = tok(prompt_text).input_ids
     if not ids:
         die("the prompt text tokenizes to nothing")
     rows = [[ids[(r * ROW_OFFSET + j) % len(ids)] for j in range(SEQ)] for r in range(BATCH)]
-    x = torch.tensor(rows, dtype=torch.long)
+    x = rt.tensor(rows)
 
     # ---------------------------------------------------------------- LoRA + optimizer
     torch.manual_seed(SEED)
@@ -146,8 +148,9 @@ def main() -> int:
     trainable = [p for p in model.parameters() if p.requires_grad]
     trainable_params = sum(p.numel() for p in trainable)
     lora_modules = sum(1 for n, _ in model.named_parameters() if n.endswith("lora_A.default.weight"))
+    # PEFT keeps the adapter f32 over a half-precision base (autocast_adapter_dtype), as engram does.
     if not trainable or any(p.dtype != torch.float32 for p in trainable):
-        die("expected f32 trainable LoRA parameters")
+        die(f"expected f32 trainable LoRA parameters, got {sorted({str(p.dtype) for p in trainable})}")
     attn_impl = getattr(model.config, "_attn_implementation", None)
     log(f"LoRA r={LORA_R} alpha={LORA_ALPHA} on {lora_modules} linear layers: {trainable_params:,} trainable "
         f"parameters ({len(trainable)} tensors) of {n_params_base:,} base; attn={attn_impl}")
@@ -169,6 +172,7 @@ def main() -> int:
     # ---------------------------------------------------------------- training steps
     def train_step() -> tuple[float, float, float, float]:
         """Returns (wall seconds, process CPU seconds, loss, gradient norm before clipping)."""
+        rt.sync()
         c0 = time.process_time()
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -176,6 +180,7 @@ def main() -> int:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, CLIP_NORM)
         optimizer.step()
+        rt.sync()
         t1 = time.perf_counter()
         return t1 - t0, time.process_time() - c0, float(loss.detach()), float(grad_norm)
 
@@ -200,7 +205,7 @@ def main() -> int:
     kl_wall: list[float] = []
     kl_losses: list[float] = []
     if args.kl:
-        context = torch.tensor([[ids[(512 + j) % len(ids)] for j in range(SEQ)]] * BATCH, dtype=torch.long)
+        context = rt.tensor([[ids[(512 + j) % len(ids)] for j in range(SEQ)]] * BATCH)
         with torch.no_grad(), model.disable_adapter():
             t_logits = model(input_ids=torch.cat([context, x], dim=1), use_cache=False).logits
             # Positions SEQ..2*SEQ-2 predict the row's tokens 1..127.
@@ -209,14 +214,16 @@ def main() -> int:
             del t_logits
 
         def kl_step() -> tuple[float, float]:
+            rt.sync()
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             logits = model(input_ids=x, use_cache=False).logits[:, :-1]
-            student_logp = torch.log_softmax(logits.reshape(-1, logits.shape[-1]), dim=-1)
+            student_logp = torch.log_softmax(logits.reshape(-1, logits.shape[-1]).float(), dim=-1)
             loss = torch.nn.functional.kl_div(student_logp, teacher_logp, log_target=True, reduction="batchmean")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, CLIP_NORM)
             optimizer.step()
+            rt.sync()
             return time.perf_counter() - t0, float(loss.detach())
 
         for i in range(args.warmup + args.reps):
@@ -238,6 +245,10 @@ def main() -> int:
         "train_step_s": step_s,
         "train_tok_s": tokens / step_s,
         "peak_rss_mb": peak_rss_mb,
+        "peak_device_mb": rt.peak_device_mb(),
+        "device": str(rt.device),
+        "dtype": rt.dtype_name,
+        "random_shape": args.random_shape,
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "trainable_params": trainable_params,
@@ -287,11 +298,13 @@ def main() -> int:
         ("peak RSS (MB)", f"{peak_rss_mb:.0f}",
          f"after imports {rss_after_import_mb:.0f} MB, after load + LoRA {rss_after_load_mb:.0f} MB"),
     ]
+    if rt.cuda:
+        rows_out.append(("peak device memory (MB)", f"{rt.peak_device_mb():.0f}", "torch.cuda.max_memory_allocated"))
     w0 = max(len(r[0]) for r in rows_out)
     w1 = max(len(r[1]) for r in rows_out)
     log("")
     log(f"PyTorch {torch.__version__} + transformers {transformers.__version__} + peft {peft.__version__}, "
-        f"{args.threads} thread(s), f32, attn={attn_impl}, AdamW lr {LR}")
+        f"{args.threads} thread(s), {rt.name()}, attn={attn_impl}, AdamW lr {LR}")
     for name, val, note in rows_out:
         log(f"  {name:<{w0}}  {val:>{w1}}   ({note})")
 

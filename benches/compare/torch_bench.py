@@ -40,6 +40,9 @@ DEFINITIONS = {
     "batch 1, after an untimed prefill of the first 16 ids of prompt.txt; each step feeds the argmax of "
     "the previous step's last logits (the first from the prefill), no EOS stop; manual loop, not generate()",
     "peak_rss_mb": "VmHWM of /proc/self/status in MiB at the end of the run (not ru_maxrss, which Linux inherits from the parent across fork+exec)",
+    "device": "--device: on cuda every timer starts and stops after torch.cuda.synchronize() (decode steps read "
+    "their argmax on the host, which waits too); peak_device_mb = torch.cuda.max_memory_allocated",
+    "dtype": "--dtype: the model is loaded (or built, with --random-shape) in that dtype",
 }
 
 
@@ -52,14 +55,89 @@ def die(msg: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+# Shapes built from their config with random weights (--random-shape), the same as engram-bench's.
+RANDOM_SHAPES = {
+    # Llama 3.2 1B's config.json.
+    "llama-1b": dict(vocab_size=128_256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                     num_attention_heads=32, num_key_value_heads=8, head_dim=64, rms_norm_eps=1e-5,
+                     rope_theta=500_000.0, max_position_embeddings=131_072, tie_word_embeddings=True,
+                     bos_token_id=128_000, eos_token_id=128_001),
+}
+
+DTYPES = {"f32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+          "f16": "float16", "float16": "float16"}
+
+
 def common_parser(description: str) -> argparse.ArgumentParser:
-    """The options both comparison scripts take: --model, --threads, --prompt-file, --json."""
+    """The options both comparison scripts take: --model, --threads, --prompt-file, --json, --device, --dtype,
+    --random-shape."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, type=Path, help="GGUF file (or a Hugging Face model folder)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads(N) (default 2)")
     p.add_argument("--prompt-file", type=Path, default=HERE / "prompt.txt", help="benchmark text")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON object to this file")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--dtype", default="f32", choices=sorted(DTYPES),
+                   help="weights and activations (default f32; LoRA parameters stay f32, PEFT's default)")
+    p.add_argument("--random-shape", choices=sorted(RANDOM_SHAPES),
+                   help="a model of this shape with random weights instead of --model's (whose tokenizer is used)")
     return p
+
+
+class Runtime:
+    """The device and dtype a script measures on, with what timing and memory need there: on CUDA, kernels run
+    asynchronously, so every timer reads after torch.cuda.synchronize(); device memory comes from the caching
+    allocator's peak."""
+
+    def __init__(self, torch, args: argparse.Namespace):
+        self.torch = torch
+        self.dtype = getattr(torch, DTYPES[args.dtype])
+        self.dtype_name = DTYPES[args.dtype]
+        try:
+            self.device = torch.device(args.device)
+        except RuntimeError as e:
+            die(f"--device {args.device}: {e}")
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            if not torch.cuda.is_available():
+                die(f"--device {args.device}: this torch sees no CUDA device")
+            if self.device.index is not None and self.device.index >= torch.cuda.device_count():
+                die(f"--device {args.device}: only {torch.cuda.device_count()} CUDA device(s)")
+            torch.cuda.set_device(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.device.type != "cpu":
+            die(f"--device {args.device}: expected cpu, cuda or cuda:N")
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+
+    def tensor(self, rows) -> "object":
+        return self.torch.tensor(rows, dtype=self.torch.long, device=self.device)
+
+    def peak_device_mb(self) -> float | None:
+        if not self.cuda:
+            return None
+        return self.torch.cuda.max_memory_allocated(self.device) / 2**20
+
+    def name(self) -> str:
+        return f"{self.device}, {self.dtype_name}" + (f" ({self.torch.cuda.get_device_name(self.device)})"
+                                                       if self.cuda else "")
+
+    def load_model(self, transformers, load_dir: str, load_kw: dict, random_shape: str | None):
+        """The model in eval mode on the device in the dtype: from the file, or of a random shape."""
+        if random_shape:
+            self.torch.manual_seed(1)
+            config = transformers.LlamaConfig(**RANDOM_SHAPES[random_shape])
+            model = transformers.LlamaForCausalLM(config).to(dtype=self.dtype)
+        else:
+            model = transformers.AutoModelForCausalLM.from_pretrained(load_dir, dtype=self.dtype, **load_kw)
+        model = model.to(self.device)
+        model.eval()
+        dtypes = sorted({str(p.dtype) for p in model.parameters()})
+        if dtypes != [str(self.dtype)]:
+            die(f"expected {self.dtype} parameters, got {dtypes}")
+        return model
 
 
 def parse_args() -> argparse.Namespace:
@@ -205,12 +283,14 @@ def main() -> int:
     model_path, load_dir, load_kw = resolve_model(args.model)
     prompt_bytes, prompt_text = read_prompt(args.prompt_file)
     torch, transformers = import_torch_stack(args.threads, load_kw)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    rt = Runtime(torch, args)
     rss_after_import_mb = vm_status_mb("VmRSS")
     load_start, busy_start = machine_load_start()
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"{torch.get_num_threads()} thread(s), model {model_path}")
+        f"{torch.get_num_threads()} thread(s), {rt.name()}, model "
+        f"{args.random_shape + ' (random weights)' if args.random_shape else model_path}")
 
     # ---------------------------------------------------------------- load
     tok = model = None
@@ -221,8 +301,8 @@ def main() -> int:
         t0 = time.perf_counter()
         tok = AutoTokenizer.from_pretrained(load_dir, **load_kw)
         t1 = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(load_dir, dtype=torch.float32, **load_kw)
-        model.eval()
+        model = rt.load_model(transformers, load_dir, load_kw, args.random_shape)
+        rt.sync()
         t2 = time.perf_counter()
         loads.append(t2 - t0)
         tok_loads.append(t1 - t0)
@@ -231,9 +311,6 @@ def main() -> int:
     rss_after_load_mb = vm_status_mb("VmRSS")
     attn_impl = getattr(model.config, "_attn_implementation", None)
     n_params = sum(p.numel() for p in model.parameters())
-    dtypes = sorted({str(p.dtype) for p in model.parameters()})
-    if dtypes != ["torch.float32"]:
-        die(f"expected f32 parameters, got {dtypes}")
 
     def ids_of_len(n: int) -> list[int]:
         ids = tok(prompt_text).input_ids
@@ -262,14 +339,16 @@ def main() -> int:
 
     def greedy(ids: list[int], steps: int) -> tuple[list[int], float, float]:
         """Untimed prefill of ids, then `steps` timed single-token steps; returns new ids, wall and CPU seconds."""
-        out = model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+        out = model(input_ids=rt.tensor([ids]), use_cache=True, logits_to_keep=1)
         past = out.past_key_values
         nxt = argmax_last(out.logits)
         new = [nxt]
+        rt.sync()
         c0 = time.process_time()
         t0 = time.perf_counter()
         for _ in range(steps):
-            out = model(input_ids=torch.tensor([[nxt]]), past_key_values=past, use_cache=True, logits_to_keep=1)
+            # Reading the argmax on the host waits for the step's kernels, on CUDA too.
+            out = model(input_ids=rt.tensor([[nxt]]), past_key_values=past, use_cache=True, logits_to_keep=1)
             past = out.past_key_values
             nxt = argmax_last(out.logits)
             new.append(nxt)
@@ -284,19 +363,21 @@ def main() -> int:
         sanity_ids = tok(SANITY_PROMPT).input_ids
         gen, _, _ = greedy(sanity_ids, SANITY_NEW_TOKENS - 1)
         sanity_text = tok.decode(gen)
-        sanity_ok = sanity_text.startswith(" Paris.")
-        verdict = "ok" if sanity_ok else "UNEXPECTED: expected it to start with ' Paris.'"
+        # Random weights answer nonsense: no verdict then.
+        sanity_ok = None if args.random_shape else sanity_text.startswith(" Paris.")
+        verdict = {None: "random weights", True: "ok"}.get(sanity_ok, "UNEXPECTED: expected it to start with ' Paris.'")
         log(f"sanity: {SANITY_PROMPT!r} -> {sanity_text!r} ({verdict})")
 
         # ------------------------------------------------------------ prefill
         for b in PREFILL_BATCHES:
-            x = torch.tensor([prefill_ids] * b)
+            x = rt.tensor([prefill_ids] * b)
 
             def run_prefill(x=x) -> tuple[float, float]:
+                rt.sync()
                 c0 = time.process_time()
                 t0 = time.perf_counter()
                 out = model(input_ids=x, use_cache=False, logits_to_keep=1)
-                _ = out.logits.sum().item()  # touch the result (already computed: CPU eager is synchronous)
+                _ = out.logits.sum().item()  # waits for the result (CPU eager is synchronous anyway)
                 t1 = time.perf_counter()
                 return t1 - t0, time.process_time() - c0
 
@@ -326,6 +407,10 @@ def main() -> int:
         "prefill_b4_tok_s": results["prefill_b4_tok_s"],
         "decode_b1_tok_s": results["decode_b1_tok_s"],
         "peak_rss_mb": peak_rss_mb,
+        "peak_device_mb": rt.peak_device_mb(),
+        "device": str(rt.device),
+        "dtype": rt.dtype_name,
+        "random_shape": args.random_shape,
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "threads": args.threads,
@@ -369,11 +454,13 @@ def main() -> int:
          f"{statistics.median(samples['decode_64_steps_s']) * 1e3 / DECODE_STEPS:.2f} ms / token"),
         ("peak RSS (MB)", f"{peak_rss_mb:.0f}", f"after imports {rss_after_import_mb:.0f} MB, after load {rss_after_load_mb:.0f} MB"),
     ]
+    if rt.cuda:
+        rows.append(("peak device memory (MB)", f"{rt.peak_device_mb():.0f}", "torch.cuda.max_memory_allocated"))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     log("")
     log(f"PyTorch {torch.__version__} + transformers {transformers.__version__}, {args.threads} thread(s), "
-        f"f32, attn={attn_impl}, medians of {args.reps} reps ({args.warmup} warm-up)")
+        f"{rt.name()}, attn={attn_impl}, medians of {args.reps} reps ({args.warmup} warm-up)")
     for name, val, note in rows:
         log(f"  {name:<{w0}}  {val:>{w1}}   ({note})")
     log(f"  sanity: {SANITY_PROMPT!r} -> {sanity_text!r}")

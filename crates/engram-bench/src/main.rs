@@ -1,6 +1,7 @@
 //! `engram-bench`: load time, prefill and decode throughput and peak memory of engram on the default model,
 //! printed as a table beside the same measurements from PyTorch + transformers (run in the same go, same
-//! thread count) when `--compare` is given.
+//! thread count) when `--compare` is given: on the same device (a GPU given as `wgpu` or `cuda:N` is measured
+//! by PyTorch as CUDA device 0 or N), in the same `--dtype`, on the same `--random-shape`.
 //!
 //! Definitions (shared with `benches/compare/torch_bench.py`):
 //! - load: seconds from file to a model ready on the device (median of `--load-reps`).
@@ -68,11 +69,13 @@ struct Args {
     /// dequantised at each pass).
     #[arg(long, default_value = "f32")]
     base_weights: String,
-    /// engram's compute dtype: f32, bf16 or f16 (adapters, norms and losses stay f32).
+    /// The compute dtype: f32, bf16 or f16 (engram keeps adapters, norms and losses f32; with --compare PyTorch
+    /// loads the model in it, PEFT keeping its adapter f32).
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Instead of the model file's weights, a model of this shape with random weights (its tokenizer is the
-    /// model file's): `llama-1b` (Llama 3.2 1B: 1.24 B parameters, 16 layers, hidden 2048). engram only.
+    /// model file's): `llama-1b` (Llama 3.2 1B: 1.24 B parameters, 16 layers, hidden 2048); with --compare
+    /// PyTorch builds the same shape.
     #[arg(long)]
     random_shape: Option<String>,
     /// The device's peak FLOP/s in TFLOP/s (e.g. an H100's dense bf16, 989), to report model FLOP
@@ -582,10 +585,21 @@ fn forward_flops_per_token(c: &engram_model::formats::ModelConfig) -> f64 {
     2.0 * (c.linear_weight_count() + c.vocab_size * c.hidden_size) as f64
 }
 
-/// Runs `benches/compare/SCRIPT` with the model, threads and reps; its stdout (one JSON object).
+/// The device PyTorch measures on for engram's `--device`: the same card (`wgpu` is taken to be CUDA device 0,
+/// the one GPU of the machines this is run on).
+fn torch_device(device: &str) -> Result<String, String> {
+    match device.parse::<DeviceSpec>().map_err(|e| e.to_string())? {
+        DeviceSpec::Cpu => Ok("cpu".into()),
+        DeviceSpec::Wgpu => Ok("cuda:0".into()),
+        DeviceSpec::Cuda(n) => Ok(format!("cuda:{n}")),
+    }
+}
+
+/// Runs `benches/compare/SCRIPT` with the model (or random shape), device, dtype, threads and reps; its stdout
+/// (one JSON object).
 fn run_script(args: &Args, path: &Path, script: &str, extra: &[&str]) -> Result<Vec<u8>, String> {
-    let out = Command::new(&args.python)
-        .arg(Path::new("benches/compare").join(script))
+    let mut cmd = Command::new(&args.python);
+    cmd.arg(Path::new("benches/compare").join(script))
         .args(extra)
         .arg("--model")
         .arg(path)
@@ -593,6 +607,14 @@ fn run_script(args: &Args, path: &Path, script: &str, extra: &[&str]) -> Result<
         .arg(args.threads.to_string())
         .arg("--reps")
         .arg(args.reps.to_string())
+        .arg("--device")
+        .arg(torch_device(&args.device)?)
+        .arg("--dtype")
+        .arg(&args.dtype);
+    if let Some(shape) = &args.random_shape {
+        cmd.arg("--random-shape").arg(shape);
+    }
+    let out = cmd
         .output()
         .map_err(|e| format!("running {}: {e}", args.python.display()))?;
     if !out.status.success() {
