@@ -283,7 +283,9 @@ fn load(args: &ModelArgs, device: &DeviceArgs) -> Result<LoadedModel> {
         device.base_weights.parse::<BaseWeights>()?,
         device.dtype.parse::<Dtype>()?,
     );
-    let device = device.device.parse::<DeviceSpec>()?.device()?;
+    let spec = device.device.parse::<DeviceSpec>()?;
+    spec.check(options)?;
+    let device = spec.device()?;
     let start = Instant::now();
     let bar = ProgressBar::new(1);
     bar.set_style(

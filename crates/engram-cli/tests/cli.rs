@@ -99,6 +99,12 @@ fn out_of_range_options_are_rejected_by_name() {
             "dtype `fp8`: expected one of f32, bf16, f16",
         ),
         (
+            vec![
+                "generate", "--prompt", "x", "--device", "wgpu", "--dtype", "bf16",
+            ],
+            "WGSL, which has no bf16",
+        ),
+        (
             vec!["generate", "--prompt", "x", "--device", "cuda"],
             "--features cuda",
         ),

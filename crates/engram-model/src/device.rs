@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use burn::tensor::Device;
 
-use crate::ModelError;
+use crate::{BaseWeights, Dtype, LoadOptions, ModelError};
 
 /// A device as a user names it on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -57,6 +57,33 @@ impl DeviceSpec {
             DeviceSpec::Wgpu => wgpu_device(),
             DeviceSpec::Cuda(n) => cuda_device(n),
         }
+    }
+}
+
+impl DeviceSpec {
+    /// Refuses, by name, what this device's backend cannot run, before any weight is read: `wgpu` compiles
+    /// its kernels to WGSL, which has neither bf16 nor 8-bit integers (both found on Mesa's software Vulkan:
+    /// the WGSL compiler panics on `cube.bf16` and rejects `array<vec4<i8>>`).
+    pub fn check(self, options: LoadOptions) -> Result<(), ModelError> {
+        if self != DeviceSpec::Wgpu {
+            return Ok(());
+        }
+        if options.dtype == Dtype::Bf16 {
+            return Err(ModelError::invalid(
+                "dtype",
+                "bf16",
+                "the wgpu backend compiles to WGSL, which has no bf16; use --dtype f16 there, or --device cuda",
+            ));
+        }
+        if options.base == BaseWeights::Q8 {
+            return Err(ModelError::invalid(
+                "base weights",
+                "q8",
+                "the wgpu backend compiles to WGSL, which has no 8-bit integers; use --base-weights f32 \
+                 (with --dtype f16 for half the memory) there, or --device cpu|cuda",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -147,6 +174,26 @@ mod tests {
         let err = "tpu".parse::<DeviceSpec>().unwrap_err().to_string();
         assert!(err.contains("tpu") && err.contains("cpu, wgpu"), "{err}");
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn wgpu_refuses_bf16_and_q8_by_name() {
+        let bf16 = DeviceSpec::Wgpu
+            .check(Dtype::Bf16.into())
+            .unwrap_err()
+            .to_string();
+        assert!(bf16.contains("bf16") && bf16.contains("WGSL"), "{bf16}");
+        let q8 = DeviceSpec::Wgpu
+            .check(BaseWeights::Q8.into())
+            .unwrap_err()
+            .to_string();
+        assert!(q8.contains("q8") && q8.contains("8-bit"), "{q8}");
+        DeviceSpec::Wgpu.check(Dtype::F16.into()).unwrap();
+        for other in [DeviceSpec::Cpu, DeviceSpec::Cuda(0)] {
+            other
+                .check(LoadOptions::new(BaseWeights::Q8, Dtype::Bf16))
+                .unwrap();
+        }
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -228,7 +228,8 @@ impl SelfAttention {
             None => (k, v),
         };
         let dtype: FloatDType = q.dtype().into();
-        // The fused CPU kernel shares kv heads itself (GQA); Burn's autodiff fallback needs them repeated. That
+        // Only the fused CPU kernel shares kv heads itself (GQA); Burn's autodiff fallback and the GPU backends'
+        // attention need them repeated (cubecl's matmul refuses 9 query heads against 3 kv heads). The autodiff
         // fallback takes its softmax in the tensors' own type, so under half precision it is given f32 (the
         // fused kernels accumulate in f32 themselves).
         let autodiff = q.is_autodiff() || k.is_autodiff() || v.is_autodiff();
@@ -239,6 +240,8 @@ impl SelfAttention {
                 up(repeat_kv(k, nh / nkv)),
                 up(repeat_kv(v, nh / nkv)),
             )
+        } else if q.device() != Device::flex() {
+            (q, repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv))
         } else {
             (q, k, v)
         };

