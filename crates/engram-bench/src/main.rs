@@ -454,13 +454,11 @@ where
 }
 
 fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::Error>> {
-    let spec = args.device.parse::<DeviceSpec>()?;
     let base = engram_model::LoadOptions::new(
         args.base_weights.parse::<engram_model::BaseWeights>()?,
         args.dtype.parse::<engram_model::Dtype>()?,
     );
-    spec.check(base)?;
-    let device = spec.device()?;
+    let device = args.device.parse::<DeviceSpec>()?.device_for(base)?;
     let mut loads = Vec::new();
     let mut model = None;
     for _ in 0..args.load_reps.max(1) {

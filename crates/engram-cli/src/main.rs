@@ -283,9 +283,7 @@ fn load(args: &ModelArgs, device: &DeviceArgs) -> Result<LoadedModel> {
         device.base_weights.parse::<BaseWeights>()?,
         device.dtype.parse::<Dtype>()?,
     );
-    let spec = device.device.parse::<DeviceSpec>()?;
-    spec.check(options)?;
-    let device = spec.device()?;
+    let device = device.device.parse::<DeviceSpec>()?.device_for(options)?;
     let start = Instant::now();
     let bar = ProgressBar::new(1);
     bar.set_style(

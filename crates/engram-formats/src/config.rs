@@ -88,10 +88,18 @@ impl ModelConfig {
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
         let bias = if self.attention_bias { q + 2 * kv } else { 0 };
-        let layer = bias + 2 * h;
         let embed = self.vocab_size * h;
         let head = if self.tie_word_embeddings { 0 } else { embed };
-        embed + head + self.linear_weight_count() + self.num_hidden_layers * layer + h
+        embed
+            + head
+            + self.linear_weight_count()
+            + self.num_hidden_layers * bias
+            + self.norm_weight_count()
+    }
+
+    /// Scales of the RMSNorms: two per block and the final one (what stays f32 in half precision).
+    pub fn norm_weight_count(&self) -> usize {
+        (2 * self.num_hidden_layers + 1) * self.hidden_size
     }
 
     /// Weights of the seven linear layers (q, k, v, o, gate, up, down) of every block, biases not counted:

@@ -85,6 +85,12 @@ impl DeviceSpec {
         }
         Ok(())
     }
+
+    /// [`check`](Self::check), then [`device`](Self::device): the device to load a model held as `options` on.
+    pub fn device_for(self, options: LoadOptions) -> Result<Device, ModelError> {
+        self.check(options)?;
+        self.device()
+    }
 }
 
 #[cfg(feature = "wgpu")]

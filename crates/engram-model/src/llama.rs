@@ -12,7 +12,7 @@ use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData, activation
 use engram_formats::{LAYER_LINEARS, ModelConfig, TensorF32, WeightSource};
 
 use crate::ModelError;
-use crate::projection::Projection;
+use crate::projection::{Projection, frozen};
 use crate::{Dtype, LoadOptions};
 
 /// Attention sublayer with grouped-query attention.
@@ -506,12 +506,9 @@ impl Llama {
     /// left as they are; logits come out f32 whatever the dtype.
     pub fn set_dtype(&mut self, dtype: Dtype) {
         let to = dtype.float_dtype();
-        let cast = |p: &mut Param<Tensor<2>>| {
-            let v = p.val().cast(to);
-            *p = Param::initialized(p.id, v).set_require_grad(false);
-        };
-        cast(&mut self.model.embed_tokens.weight);
-        cast(&mut self.lm_head);
+        for p in [&mut self.model.embed_tokens.weight, &mut self.lm_head] {
+            *p = frozen(p, p.val().cast(to));
+        }
         for (_, p) in self.projections_mut() {
             p.set_dtype(to);
         }

@@ -2,8 +2,8 @@
 //! of a model too big for the machine has been read.
 //!
 //! The model runs in its compute dtype whatever its file stores (a Q4 GGUF is dequantised on load), so a model
-//! needs about four bytes per parameter in f32 (two in bf16/f16, about 1.1 for linear weights held as q8), plus a second copy of the embedding when it is tied to the output head (the head
-//! is kept transposed), plus room to stage the largest tensor while it is converted. On the CPU all of that is
+//! needs about four bytes per parameter in f32 (two in bf16/f16, about 1.1 for linear weights held as q8),
+//! plus a second copy of the embedding when it is tied to the output head (the head is kept transposed), plus room to stage the largest tensor while it is converted. On the CPU all of that is
 //! host memory; on a GPU only the staging is, and Burn offers no query of the device's free memory, so GPU
 //! memory is not checked (the backend reports its own allocation failure).
 
@@ -30,7 +30,7 @@ pub fn weight_bytes(config: &ModelConfig, options: impl Into<LoadOptions>) -> u6
         0
     };
     let linear = config.linear_weight_count() as u64;
-    let norms = ((2 * config.num_hidden_layers + 1) * config.hidden_size) as u64;
+    let norms = config.norm_weight_count() as u64;
     let rest = config.parameter_count() as u64 + head_copy - linear - norms;
     let linear_bytes = match options.base {
         BaseWeights::F32 => linear * dtype,

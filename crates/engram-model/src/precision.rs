@@ -2,8 +2,9 @@
 //!
 //! Mixed precision the usual way: under `bf16`/`f16` the frozen weights and the activations are half
 //! precision, while what must stay exact stays f32: the adapters' factors (the master weights the optimizer
-//! updates; they are cast for each forward pass and their gradients flow back as f32), RMSNorm's statistics,
-//! the attention softmax while training, and the logits (cast to f32 before any loss or softmax is taken).
+//! updates; they are cast for each forward pass and their gradients flow back as f32), the residual stream
+//! between sublayers, RMSNorm, the attention softmax while training, and the logits (cast to f32 before any
+//! loss or softmax is taken).
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,7 +16,7 @@ use crate::{BaseWeights, ModelError};
 /// The float type of the frozen weights and the activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Dtype {
-    /// 32-bit floats (the default): fastest on the CPU, where half precision is converted for every kernel.
+    /// 32-bit floats (the default): the fastest on the CPU for everything but f16 decoding.
     #[default]
     F32,
     /// bfloat16: f32's range with 8 bits of mantissa; the usual choice on a GPU.

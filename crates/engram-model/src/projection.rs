@@ -213,18 +213,17 @@ impl Projection {
     }
 
     fn set_weight(&mut self, w: Tensor<2>) {
-        self.weight = Param::initialized(self.weight.id, w).set_require_grad(false);
+        self.weight = frozen(&self.weight, w);
     }
 
     /// Holds the dense frozen weight and the bias as `dtype` (a quantised weight keeps its 8-bit blocks and is
-    /// expanded straight to the input's type; the adapters stay f32, their master copy).
+    /// expanded to the input's type at each pass; the adapters stay f32, their master copy).
     pub fn set_dtype(&mut self, dtype: FloatDType) {
         if self.quantized.is_none() {
-            let w = self.weight.val().cast(dtype);
-            self.set_weight(w);
+            self.weight = frozen(&self.weight, self.weight.val().cast(dtype));
         }
         if let Some(b) = &mut self.bias {
-            *b = Param::initialized(b.id, b.val().cast(dtype)).set_require_grad(false);
+            *b = frozen(b, b.val().cast(dtype));
         }
     }
 
@@ -348,6 +347,14 @@ impl Projection {
         self.set_weight(w.cast(dtype));
         true
     }
+}
+
+/// `value` as a frozen (no gradient) parameter in `param`'s place, keeping its id.
+pub(crate) fn frozen<const D: usize>(
+    param: &Param<Tensor<D>>,
+    value: Tensor<D>,
+) -> Param<Tensor<D>> {
+    Param::initialized(param.id, value).set_require_grad(false)
 }
 
 /// Inverted dropout: zeroes each element with probability `p` and scales the rest by `1/(1-p)`. With a seed the
