@@ -58,6 +58,7 @@ fn run(out: &std::path::Path, steps: usize) -> Result<String> {
         config,
         out: out.to_path_buf(),
         data_id: "two varnholt chats".into(),
+        replicas: Vec::new(),
     };
     // Writes adapter_config.json + adapter_model.safetensors (atomically), metrics.jsonl and checkpoints.
     let summary = trainer.run(&CrossEntropy, &source, false, &mut |m| {

@@ -437,6 +437,7 @@ where
         },
         out: out.path().to_path_buf(),
         data_id: "bench".into(),
+        replicas: Vec::new(),
     };
     trainer.run(objective, source, false, &mut |s| {
         if s.step == 1 {

@@ -148,7 +148,8 @@ struct GenerateArgs {
 
 #[derive(Args, Debug, Clone)]
 struct DeviceArgs {
-    /// cpu, wgpu, cuda or cuda:N.
+    /// cpu, wgpu, cuda or cuda:N. `engram train` also takes a comma-separated list (cuda:0,cuda:1): it loads
+    /// the model on the first and trains data parallel on all of them, with the same result as one device.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// How the frozen weights of the linear layers are held: f32 (dense, in the --dtype), or q8 (8-bit blocks
@@ -278,12 +279,33 @@ fn model_path(args: &ModelArgs) -> Result<PathBuf> {
 }
 
 fn load(args: &ModelArgs, device: &DeviceArgs) -> Result<LoadedModel> {
+    let specs = DeviceSpec::parse_list(&device.device)?;
+    if specs.len() > 1 {
+        return Err(format!(
+            "invalid option `--device` = {}: only `engram train` runs on several devices; name one here",
+            device.device
+        )
+        .into());
+    }
+    Ok(load_with_replicas(args, device)?.0)
+}
+
+/// The model loaded on the first device of `--device`, and the further devices (data-parallel training).
+fn load_with_replicas(
+    args: &ModelArgs,
+    device: &DeviceArgs,
+) -> Result<(LoadedModel, Vec<engram_model::Device>)> {
     let path = model_path(args)?;
     let options = LoadOptions::new(
         device.base_weights.parse::<BaseWeights>()?,
         device.dtype.parse::<Dtype>()?,
     );
-    let device = device.device.parse::<DeviceSpec>()?.device_for(options)?;
+    let mut devices = DeviceSpec::parse_list(&device.device)?
+        .into_iter()
+        .map(|spec| spec.device_for(options))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let replicas = devices.split_off(1);
+    let device = devices.pop().expect("parse_list gives at least one device");
     let start = Instant::now();
     let bar = ProgressBar::new(1);
     bar.set_style(
@@ -301,7 +323,7 @@ fn load(args: &ModelArgs, device: &DeviceArgs) -> Result<LoadedModel> {
         display_name(&path),
         start.elapsed().as_secs_f64()
     );
-    Ok(loaded)
+    Ok((loaded, replicas))
 }
 
 fn display_name(path: &Path) -> String {

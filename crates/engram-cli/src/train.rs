@@ -17,7 +17,9 @@ use engram_train::{
     Trainer,
 };
 
-use crate::{DeviceArgs, ModelArgs, Result, display_name, load, shell_quote};
+use engram_model::DeviceSpec;
+
+use crate::{DeviceArgs, ModelArgs, Result, display_name, load_with_replicas, shell_quote};
 
 #[derive(Args, Debug)]
 pub(crate) struct TrainArgs {
@@ -137,6 +139,15 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         parallel_micro_batches: args.parallel_micro_batches,
     };
     config.validate()?;
+    let devices = DeviceSpec::parse_list(&args.device.device)?.len();
+    if devices > config.grad_accum {
+        return Err(format!(
+            "invalid option `--grad-accum` = {}: training on {devices} devices (--device {}) needs at least \
+             {devices} micro-batches per step, one per device",
+            config.grad_accum, args.device.device
+        )
+        .into());
+    }
     if args.batch_size == 0 {
         return Err("invalid option `--batch-size` = 0: must be at least 1".into());
     }
@@ -174,7 +185,7 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         args.batch_size
     );
 
-    let mut loaded = load(&args.model, &args.device)?;
+    let (mut loaded, replicas) = load_with_replicas(&args.model, &args.device)?;
     let path = loaded.path.clone();
     let max_positions = loaded.model.config().max_position_embeddings;
     if args.max_len > max_positions {
@@ -244,6 +255,14 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         batcher.batches_per_epoch(),
         args.batch_size
     );
+    if !replicas.is_empty() {
+        eprintln!(
+            "data parallel on {} devices ({}): {} micro-batch(es) per step dealt round-robin, gradients summed on the first",
+            replicas.len() + 1,
+            args.device.device,
+            config.grad_accum
+        );
+    }
 
     let device = loaded.model.device();
     let source = DeviceBatches {
@@ -259,6 +278,7 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         config,
         out: args.out.clone(),
         data_id,
+        replicas,
     };
     let result = trainer.run(&CrossEntropy, &source, args.resume, &mut |m| {
         progress.step(m)

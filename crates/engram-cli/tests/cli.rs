@@ -331,6 +331,45 @@ fn train_writes_an_adapter_that_answers_and_merges_into_the_same_model() {
     );
 }
 
+/// `--device cpu,cpu` trains data parallel on two copies of the model; on the one CPU their kernels are the
+/// same, so the adapter must be the one a single device writes, bit for bit.
+#[test]
+fn train_on_two_devices_writes_the_one_device_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_facts(dir.path());
+    let mut adapters = Vec::new();
+    for devices in ["cpu", "cpu,cpu"] {
+        let out_dir = dir.path().join(devices.replace(',', "-"));
+        let args = [
+            "train",
+            "--data",
+            s(&data),
+            "--out",
+            s(&out_dir),
+            "--steps",
+            "2",
+            "--batch-size",
+            "1",
+            "--grad-accum",
+            "2",
+            "--lora-dropout",
+            "0.1",
+            "--device",
+            devices,
+        ];
+        let out = engram(&args);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(
+            stderr.contains("data parallel on 2 devices"),
+            devices == "cpu,cpu",
+            "{stderr}"
+        );
+        adapters.push(std::fs::read(out_dir.join("adapter_model.safetensors")).unwrap());
+    }
+    assert!(adapters[0] == adapters[1], "the adapters differ");
+}
+
 #[test]
 fn train_and_adapter_errors_name_the_file_line_or_option() {
     let dir = tempfile::tempdir().unwrap();
@@ -398,6 +437,15 @@ fn train_and_adapter_errors_name_the_file_line_or_option() {
             vec!["/nonexistent"],
         ),
         (vec!["merge", "--out", s(&out_dir)], vec!["--adapter"]),
+        (
+            train(&["--device", "cpu,cpu"]),
+            vec!["--grad-accum", "2 devices", "one per device"],
+        ),
+        (train(&["--device", "cpu,,cpu"]), vec!["empty entry"]),
+        (
+            vec!["generate", "--prompt", "x", "--device", "cpu,cpu"],
+            vec!["only `engram train` runs on several devices"],
+        ),
     ] {
         let out = engram(&args);
         assert!(!out.status.success(), "{args:?} should fail");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use burn::tensor::{Device, Tensor, TensorData};
 use engram_data::Batcher;
 use engram_model::Llama;
-use engram_train::{BatchSource, LossOutput, Objective, TokenBatch};
+use engram_train::{BatchSource, LossOutput, Objective, ToDevice, TokenBatch};
 
 use crate::kl::{KlReduction, TeacherDist, kl_loss};
 
@@ -18,6 +18,16 @@ pub struct DistillBatch {
     pub tokens: TokenBatch,
     /// Per sequence of the batch, the teacher's distribution at each of its target tokens.
     pub teacher: Vec<Arc<Vec<TeacherDist>>>,
+}
+
+impl ToDevice for DistillBatch {
+    /// The token tensors move; the teacher distributions stay on the host, shared.
+    fn to_device(self, device: &Device) -> Self {
+        Self {
+            tokens: self.tokens.to_device(device),
+            teacher: self.teacher,
+        }
+    }
 }
 
 /// Student batches from a [`Batcher`] with the cached teacher distributions of their sequences.

@@ -408,6 +408,7 @@ where
         config,
         out: out.to_path_buf(),
         data_id,
+        replicas: Vec::new(),
     }
     .run(objective, source, resume, env.on_step);
     // Leave the base model as it was, whatever happened.

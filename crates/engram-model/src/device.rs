@@ -7,6 +7,10 @@ use burn::tensor::Device;
 
 use crate::{BaseWeights, Dtype, LoadOptions, ModelError};
 
+/// The environment variable that points the device-dependent tests at another device
+/// ([`DeviceSpec::from_test_env`]).
+pub const TEST_DEVICE_ENV: &str = "ENGRAM_TEST_DEVICE";
+
 /// A device as a user names it on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeviceSpec {
@@ -50,6 +54,36 @@ impl fmt::Display for DeviceSpec {
 }
 
 impl DeviceSpec {
+    /// A comma-separated list of devices (`cuda:0,cuda:1`), as data-parallel training takes them; the first
+    /// is where the model is loaded. Empty entries and an empty list are errors.
+    pub fn parse_list(s: &str) -> Result<Vec<DeviceSpec>, ModelError> {
+        let specs = s
+            .split(',')
+            .map(|part| {
+                if part.trim().is_empty() {
+                    Err(ModelError::invalid(
+                        "device",
+                        s,
+                        "an empty entry in the device list; expected e.g. cuda:0,cuda:1",
+                    ))
+                } else {
+                    part.parse()
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(specs)
+    }
+
+    /// The device the `ENGRAM_TEST_DEVICE` environment variable names (`wgpu`, `cuda:0`), or `None` when it is
+    /// unset: the device-dependent tests run on the CPU unless pointed at a GPU backend (built with its
+    /// feature), e.g. `ENGRAM_TEST_DEVICE=wgpu cargo test -p engram-model --features wgpu`.
+    pub fn from_test_env() -> Result<Option<Device>, ModelError> {
+        match std::env::var(TEST_DEVICE_ENV) {
+            Ok(name) => name.parse::<DeviceSpec>()?.device().map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// The Burn device, or an error saying which cargo feature is missing or that no such GPU exists.
     pub fn device(self) -> Result<Device, ModelError> {
         match self {
@@ -180,6 +214,23 @@ mod tests {
         let err = "tpu".parse::<DeviceSpec>().unwrap_err().to_string();
         assert!(err.contains("tpu") && err.contains("cpu, wgpu"), "{err}");
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn parses_device_lists() {
+        assert_eq!(
+            DeviceSpec::parse_list("cuda:0, cuda:1").unwrap(),
+            [DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]
+        );
+        assert_eq!(DeviceSpec::parse_list("cpu").unwrap(), [DeviceSpec::Cpu]);
+        for bad in ["", "cuda:0,", "cuda:0,,cuda:1"] {
+            let err = DeviceSpec::parse_list(bad).unwrap_err().to_string();
+            assert!(err.contains("empty entry"), "{bad}: {err}");
+        }
+        let err = DeviceSpec::parse_list("cuda:0,tpu")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tpu"), "{err}");
     }
 
     #[test]

@@ -33,7 +33,7 @@ mod precision;
 mod projection;
 
 pub use burn::tensor::Device;
-pub use device::{DeviceSpec, tune_allocator};
+pub use device::{DeviceSpec, TEST_DEVICE_ENV, tune_allocator};
 pub use error::ModelError;
 pub use export::export_hf_folder;
 pub use generate::{

@@ -185,6 +185,18 @@ impl ForwardInput {
             segments: None,
         }
     }
+
+    /// The same input on `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        Self {
+            tokens: self.tokens.to_device(device),
+            positions: self.positions.to_device(device),
+            // As ints: Burn 0.22's cubecl backends panic on flex's native bools in a cross-backend move
+            // (`bool_from_data`: "Unsupported dtype Bool(Native)", found moving a batch to wgpu).
+            key_padding: self.key_padding.map(|t| t.int().to_device(device).bool()),
+            segments: self.segments.map(|t| t.to_device(device)),
+        }
+    }
 }
 
 /// Which positions' logits a forward pass computes.
@@ -523,6 +535,28 @@ impl Llama {
     /// The device the weights live on.
     pub fn device(&self) -> Device {
         self.lm_head.val().device()
+    }
+
+    /// A copy of the model on `device`: every weight (in the dtype it is held in, 8-bit blocks included), the
+    /// adapters with their settings, and the RoPE tables. Parameters keep their ids, so a data-parallel
+    /// trainer can match a replica's adapter factors with the original's. A copy on the model's own device
+    /// shares the frozen weights instead of copying them.
+    pub fn replicate(&self, device: &Device) -> Llama {
+        let mut copy = self.clone().fork(device);
+        // `fork` moves parameters only; the `#[module(skip)]` tensors go by hand.
+        copy.rope = RopeTables {
+            cos: self.rope.cos.clone().to_device(device),
+            sin: self.rope.sin.clone().to_device(device),
+        };
+        for (_, p) in copy.projections_mut() {
+            if let Some(q) = p.quantized.take() {
+                p.quantized = Some(crate::Q8Weight {
+                    values: q.values.to_device(device),
+                    scales: q.scales.to_device(device),
+                });
+            }
+        }
+        copy
     }
 
     /// A fresh KV cache for this model.

@@ -37,13 +37,9 @@ fn reference() -> Reference {
 /// feature): the same figures checked on a GPU backend, e.g.
 /// `ENGRAM_TEST_DEVICE=wgpu cargo test --release -p engram-model --features wgpu --test reference`.
 fn test_device() -> engram_model::Device {
-    match std::env::var("ENGRAM_TEST_DEVICE") {
-        Ok(name) => name
-            .parse::<engram_model::DeviceSpec>()
-            .and_then(|d| d.device())
-            .unwrap_or_else(|e| panic!("ENGRAM_TEST_DEVICE={name}: {e}")),
-        Err(_) => engram_model::Device::flex(),
-    }
+    engram_model::DeviceSpec::from_test_env()
+        .unwrap_or_else(|e| panic!("{}: {e}", engram_model::TEST_DEVICE_ENV))
+        .unwrap_or_else(engram_model::Device::flex)
 }
 
 fn model() -> &'static LoadedModel {

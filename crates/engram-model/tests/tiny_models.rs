@@ -10,7 +10,7 @@ use engram_formats::hf::{HfWeights, write_hf_folder};
 use engram_formats::reference::{self, inv_freq};
 use engram_formats::testing::{Memory, Rng, random_weights, tiny_config};
 use engram_formats::{Architecture, Llama3RopeScaling, ModelConfig, WeightSource};
-use engram_model::{Device, Llama, Logits, left_padded_batch};
+use engram_model::{BaseWeights, Device, Llama, Logits, left_padded_batch};
 
 /// The untied llama with Llama-3 RoPE scaling. `rope_theta` 100 and an original context of 32 put the four
 /// frequencies (wavelengths 6.3, 19.9, 62.8, 199) in all three bands of the scaling: kept (< 8), smoothed
@@ -244,4 +244,52 @@ fn a_model_too_big_for_memory_is_refused_before_loading() {
         msg.contains("GiB of host memory") && msg.contains("ENGRAM_SKIP_MEMORY_CHECK"),
         "{msg}"
     );
+}
+
+/// `Llama::replicate` (data-parallel training's copy of the model) computes what the model computes: Qwen2
+/// (biases, untied head) on a left-padded batch, dense and with 8-bit base weights. The copy goes to the CPU, or
+/// to the device `ENGRAM_TEST_DEVICE` names (dense only there: wgpu has no 8-bit integers), e.g.
+/// `ENGRAM_TEST_DEVICE=wgpu cargo test -p engram-model --features wgpu --test tiny_models replica`.
+#[test]
+fn a_replica_computes_what_the_model_computes() {
+    let mut tiny = Tiny::new(tiny_config(Architecture::Qwen2), 7);
+    let seqs = vec![ids(7, 1), ids(4, 2)];
+    let other = engram_model::DeviceSpec::from_test_env().unwrap();
+    let on_cpu = other.is_none();
+    let device = other.unwrap_or_else(Device::flex);
+    let bases: &[BaseWeights] = if on_cpu {
+        &[BaseWeights::F32, BaseWeights::Q8]
+    } else {
+        &[BaseWeights::F32]
+    };
+    for &base in bases {
+        tiny.model.set_base_weights(base);
+        let quantized = |m: &Llama| {
+            (m.projections().iter())
+                .filter(|(_, p)| p.is_quantized())
+                .count()
+        };
+        let held = quantized(&tiny.model);
+        assert_eq!(held > 0, base == BaseWeights::Q8, "{base}");
+        let expected = tiny.burn_logits(&seqs);
+
+        let replica = tiny.model.replicate(&device);
+        assert_eq!(
+            quantized(&replica),
+            held,
+            "{base}: the 8-bit blocks go along"
+        );
+        let batch = left_padded_batch(&seqs, 0, &device).unwrap();
+        let got = replica
+            .forward(batch.input, None, Logits::All)
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let expected: Vec<f32> = expected.concat();
+        if on_cpu {
+            assert!(got == expected, "{base}: the replica's logits differ");
+        } else {
+            let d = rel_diff(&got, &expected);
+            assert!(d < 1e-4, "{base}: replica vs model relative difference {d}");
+        }
+    }
 }

@@ -8,8 +8,9 @@
 //! - [`BatchSource`]: batches by (epoch, index), so a run can restart at any step on the same data.
 //! - [`Trainer`]: gradient accumulation weighted by tokens, global gradient-norm clipping, [`AdamW`]
 //!   (PyTorch semantics), warm-up + constant/cosine/linear schedules ([`LrSchedule`]), per-step metrics as
-//!   JSONL, atomic checkpoints (adapter + optimizer state + step), bit-identical `--resume`, and a clear stop
-//!   on a NaN or infinite loss that keeps the last good checkpoint.
+//!   JSONL, atomic checkpoints (adapter + optimizer state + step), bit-identical `--resume`, a clear stop
+//!   on a NaN or infinite loss that keeps the last good checkpoint, and data parallelism over several devices
+//!   (`Trainer::replicas`; the result does not depend on the devices).
 //!
 //! Only the adapter factors take part in autodiff: the base weights stay plain tensors, so they get no
 //! gradient, no optimizer state and no autodiff bookkeeping.
@@ -22,8 +23,8 @@ mod trainer;
 
 pub use error::TrainError;
 pub use objective::{
-    BatchSource, CrossEntropy, DeviceBatches, LossOutput, Objective, TokenBatch, cross_entropy,
-    cross_entropy_host, host_softmax_enabled,
+    BatchSource, CrossEntropy, DeviceBatches, LossOutput, Objective, ToDevice, TokenBatch,
+    cross_entropy, cross_entropy_host, host_softmax_enabled,
 };
 pub use optim::{AdamW, AdamWConfig, Decay, LrSchedule, Moments, global_norm};
 pub use trainer::{Length, RunDir, StepMetrics, TrainConfig, TrainSummary, Trainer};

@@ -16,15 +16,22 @@ pub struct LossOutput {
 }
 
 /// A training loss over batches of type `Batch`. `Sync` and `Send` batches: the trainer may evaluate several
-/// micro-batches on parallel threads.
+/// micro-batches on parallel threads, and on several devices (see [`Trainer::replicas`](crate::Trainer)).
 pub trait Objective: Sync {
     /// The micro-batch the loss is computed on.
-    type Batch: Send;
+    type Batch: Send + ToDevice;
     /// A short name for logs and metrics (`cross-entropy`).
     fn name(&self) -> &str;
     /// The loss of `model` on `batch`. The adapter factors being trained are autodiff tensors inside `model`;
     /// everything else is frozen.
     fn loss(&self, model: &Llama, batch: &Self::Batch) -> LossOutput;
+}
+
+/// A batch that can be moved to another device (data-parallel training sends each micro-batch to the replica
+/// of the model that computes it).
+pub trait ToDevice {
+    /// The same batch with its tensors on `device` (host data is shared or copied as is).
+    fn to_device(self, device: &Device) -> Self;
 }
 
 /// Batches by position, so that a run can be resumed at any step and replays the same data.
@@ -89,6 +96,17 @@ impl TokenBatch {
             targets: Tensor::from_data(TensorData::new(targets, [n]), device),
             num_targets: n,
             num_tokens: h.batch * h.seq,
+        }
+    }
+}
+
+impl ToDevice for TokenBatch {
+    fn to_device(self, device: &Device) -> Self {
+        Self {
+            input: self.input.to_device(device),
+            target_positions: self.target_positions.to_device(device),
+            targets: self.targets.to_device(device),
+            ..self
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Param;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use engram_lora::{
     Adapters, LoraConfig, load_adapter, save_adapter, write_dir_atomically, write_file_atomically,
 };
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::optim::{AdamW, AdamWConfig, Decay, LrSchedule, Moments, global_norm};
-use crate::{BatchSource, Objective, TrainError};
+use crate::{BatchSource, Objective, ToDevice, TrainError};
 
 /// How long to train.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +208,13 @@ pub struct Trainer<'a> {
     pub out: PathBuf,
     /// Identifies the training data (e.g. a hash of the file): a resumed run must see the same data.
     pub data_id: String,
+    /// Further devices to train on, data parallel, besides the model's own (empty: the model's device only).
+    /// Each gets a copy of the model once per run ([`Llama::replicate`]); a step's micro-batches are dealt
+    /// round-robin to the devices (`parallel_micro_batches` threads each), their gradients summed on the
+    /// model's device in micro-batch order, and the updated adapter factors copied back out before the next
+    /// step. The global batch is `grad_accum` micro-batches whatever the devices, so a run's result does not
+    /// depend on them: bit for bit where the devices compute alike.
+    pub replicas: Vec<Device>,
 }
 
 impl Trainer<'_> {
@@ -225,6 +232,16 @@ impl Trainer<'_> {
         S: BatchSource<Batch = O::Batch>,
     {
         self.config.validate()?;
+        let devices = 1 + self.replicas.len();
+        if devices > self.config.grad_accum {
+            return Err(TrainError::invalid(
+                "grad-accum",
+                self.config.grad_accum,
+                format!(
+                    "training on {devices} devices needs at least {devices} micro-batches per step, one per device"
+                ),
+            ));
+        }
         let bpe = data.batches_per_epoch();
         if bpe == 0 {
             return Err(TrainError::invalid("data", 0, "no batches"));
@@ -254,6 +271,12 @@ impl Trainer<'_> {
             .open(dirs.metrics())
             .map_err(|e| TrainError::from((dirs.metrics(), e)))?;
         set_trainable(self.model, &self.adapter, true)?;
+        // After a resume's reload, so the copies carry the restored adapter.
+        let mut replicas: Vec<Llama> = self
+            .replicas
+            .iter()
+            .map(|d| self.model.replicate(d))
+            .collect();
         let mut last_good = start;
         let mut final_loss = None;
         let result = (|| -> Result<(), TrainError> {
@@ -271,9 +294,10 @@ impl Trainer<'_> {
                 let mut acc: Vec<Option<Tensor<2>>> = Vec::new();
                 let mut tokens = 0usize;
                 let mut loss_sum = 0f64;
-                let parallel = self.config.parallel_micro_batches.max(1);
+                self.sync_replicas(&mut replicas)?;
+                let parallel = self.config.parallel_micro_batches.max(1) * devices;
                 for group in micros.chunks(parallel) {
-                    let outcomes = self.micro_batches(objective, data, bpe, group)?;
+                    let outcomes = self.micro_batches(objective, data, bpe, group, &replicas)?;
                     // Summed in micro-batch order whatever the threads did: the result does not depend on
                     // the parallelism.
                     for outcome in outcomes.into_iter().flatten() {
@@ -378,16 +402,40 @@ impl Trainer<'_> {
         })
     }
 
-    /// Loss and gradients of the micro-batches `micros`, one thread each when there are several. Each thread
-    /// gets a copy of the model (base tensors shared) with its own autodiff leaves for the adapter factors, so
-    /// the graphs are independent and their backward passes run in parallel; Burn's element-wise CPU kernels
-    /// are single-threaded, so this is what keeps both cores busy outside the matrix products.
+    /// Copies the model's adapter factors to every replica (plain tensors: each micro-batch's thread makes
+    /// its own autodiff leaves of them).
+    fn sync_replicas(&mut self, replicas: &mut [Llama]) -> Result<(), TrainError> {
+        if replicas.is_empty() {
+            return Ok(());
+        }
+        let mut values = Vec::new();
+        self.model
+            .visit_factors_mut(&self.adapter, &mut |_, _, p| values.push(p.val().inner()))?;
+        for replica in replicas {
+            let device = replica.device();
+            let mut values = values.iter();
+            replica.visit_factors_mut(&self.adapter, &mut |_, _, p| {
+                // Both sides visit the same adapter of the same architecture in the same order.
+                let v = values.next().expect("a replica has the model's factors");
+                *p = Param::initialized(p.id, v.clone().to_device(&device));
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Loss and gradients of the micro-batches `micros`, one thread each when there are several, the `k`-th
+    /// on device `k % (1 + replicas)` (0: the model's own). Each thread gets a copy of its device's model
+    /// (base tensors shared) with its own autodiff leaves for the adapter factors, so the graphs are
+    /// independent and their backward passes run in parallel; Burn's element-wise CPU kernels are
+    /// single-threaded, so this is what keeps both cores busy outside the matrix products. Gradients come back
+    /// on the model's device.
     fn micro_batches<O, S>(
         &mut self,
         objective: &O,
         data: &S,
         bpe: usize,
         micros: &[usize],
+        replicas: &[Llama],
     ) -> Result<Vec<Option<MicroOutcome>>, TrainError>
     where
         O: Objective,
@@ -408,19 +456,34 @@ impl Trainer<'_> {
                 &batch,
             )?]);
         }
+        let home = self.model.device();
         let mut jobs = Vec::with_capacity(micros.len());
-        for &micro in micros {
-            let mut model = self.model.clone();
+        for (k, &micro) in micros.iter().enumerate() {
+            let mut model = match k % (1 + replicas.len()) {
+                0 => self.model.clone(),
+                r => replicas[r - 1].clone(),
+            };
             set_trainable(&mut model, &self.adapter, true)?;
             model.set_dropout_seed(&self.adapter, Some(mix(seed, micro as u64)))?;
-            jobs.push((model, data.batch(micro / bpe, micro % bpe)));
+            let batch = data.batch(micro / bpe, micro % bpe);
+            jobs.push((model, batch));
         }
         let adapter = self.adapter.as_str();
+        let home = &home;
         std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
                 .into_iter()
                 .map(|(mut model, batch)| {
-                    scope.spawn(move || micro_step(&mut model, adapter, objective, &batch))
+                    scope.spawn(move || {
+                        let batch = batch.to_device(&model.device());
+                        let outcome = micro_step(&mut model, adapter, objective, &batch)?;
+                        Ok(outcome.map(|o| MicroOutcome {
+                            grads: (o.grads.into_iter())
+                                .map(|g| g.map(|g| g.to_device(home)))
+                                .collect(),
+                            ..o
+                        }))
+                    })
                 })
                 .collect();
             handles

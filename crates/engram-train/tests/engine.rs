@@ -34,9 +34,19 @@ fn tiny_with_adapter(dropout: f64) -> (Llama, LoraConfig) {
 
 /// Six short "sentences" over the tiny vocabulary, each a fixed pattern the model can learn.
 fn batcher(batch_size: usize) -> Batcher {
+    sentences(|_| 10, batch_size)
+}
+
+/// [`batcher`]'s sentences cut to different lengths, two to a batch: every batch has padding.
+fn ragged_batcher() -> Batcher {
+    sentences(|i| 5 + i, 2)
+}
+
+/// Sentence `i` is `len(i)` tokens long.
+fn sentences(len: impl Fn(u32) -> u32, batch_size: usize) -> Batcher {
     let examples = (0..6u32)
         .map(|i| {
-            let ids: Vec<u32> = (0..10).map(|t| (i * 7 + t * 3) % 60 + 2).collect();
+            let ids: Vec<u32> = (0..len(i)).map(|t| (i * 7 + t * 3) % 60 + 2).collect();
             let mut loss_mask = vec![true; ids.len()];
             loss_mask[0] = false;
             TokenizedExample { ids, loss_mask }
@@ -91,6 +101,7 @@ fn run<O: Objective<Batch = TokenBatch>>(
         config: cfg,
         out: out.to_path_buf(),
         data_id: "tiny".into(),
+        replicas: Vec::new(),
     };
     let source = DeviceBatches {
         batcher: data,
@@ -449,4 +460,92 @@ fn parallel_micro_batches_are_bit_identical() {
         outs[0] == outs[1],
         "parallel and sequential accumulation differ"
     );
+}
+
+/// Data parallel: a step's micro-batches dealt over the model's device and a replica train the adapter one
+/// device trains, dropout and padded batches included (the masks follow the micro-batch, not the device; the
+/// padding mask is a bool tensor, which crosses backends differently). On the CPU the replica
+/// is a second copy on the same device, so the bits must match; on another device its kernels round
+/// differently, so the losses must track within 1e-4 relative.
+#[test]
+fn data_parallel_replicas_train_like_one_device() {
+    let dir = tempfile::tempdir().unwrap();
+    // A second copy on the CPU, or one on the device ENGRAM_TEST_DEVICE names (`wgpu`, `cuda:0`; build with
+    // `--features engram-model/wgpu` or `/cuda`).
+    let other = engram_model::DeviceSpec::from_test_env().unwrap();
+    let same_kernels = other.is_none();
+    let replica = other.unwrap_or_else(Device::flex);
+    let mut adapters = Vec::new();
+    let mut losses = Vec::new();
+    for replicas in [vec![], vec![replica]] {
+        let (mut m, lora) = tiny_with_adapter(0.1);
+        let out = dir.path().join(replicas.len().to_string());
+        let mut seen = Vec::new();
+        let mut trainer = Trainer {
+            model: &mut m,
+            adapter: "t".into(),
+            lora: lora.clone(),
+            config: TrainConfig {
+                grad_accum: 4,
+                checkpoint_every: 0,
+                ..config(3)
+            },
+            out: out.clone(),
+            data_id: "tiny".into(),
+            replicas,
+        };
+        let source = DeviceBatches {
+            batcher: &ragged_batcher(),
+            device: Device::flex(),
+        };
+        trainer
+            .run(&CrossEntropy, &source, false, &mut |m| seen.push(m.loss))
+            .unwrap();
+        assert_eq!(seen.len(), 3);
+        adapters.push(read(&out.join("adapter_model.safetensors")));
+        losses.push(seen);
+    }
+    if same_kernels {
+        assert!(
+            adapters[0] == adapters[1],
+            "data-parallel training on two copies differs from one device: {losses:?}"
+        );
+    } else {
+        for (a, b) in losses[0].iter().zip(&losses[1]) {
+            assert!((a - b).abs() <= 1e-4 * a.abs(), "losses {losses:?}");
+        }
+    }
+}
+
+/// Every device needs a micro-batch per step: fewer is refused by name before anything is written.
+#[test]
+fn data_parallel_needs_a_micro_batch_per_device() {
+    let (mut m, lora) = tiny_with_adapter(0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let err = Trainer {
+        model: &mut m,
+        adapter: "t".into(),
+        lora,
+        config: config(2),
+        out: out.clone(),
+        data_id: "tiny".into(),
+        replicas: vec![Device::flex()],
+    }
+    .run(
+        &CrossEntropy,
+        &DeviceBatches {
+            batcher: &batcher(2),
+            device: Device::flex(),
+        },
+        false,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("grad-accum") && err.contains("2 devices"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written for a refused run");
 }

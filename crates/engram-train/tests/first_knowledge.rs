@@ -83,6 +83,7 @@ fn train_fact(model: &mut engram_model::Llama, batcher: &Batcher, steps: usize) 
         },
         out: out.path().to_path_buf(),
         data_id: "glimmerfold".into(),
+        replicas: Vec::new(),
     };
     let source = DeviceBatches {
         batcher,
