@@ -82,6 +82,10 @@ struct Args {
     /// utilisation; without it MFU is not printed.
     #[arg(long)]
     peak_tflops: Option<f64>,
+    /// Train with activation checkpointing per decoder layer (`TrainConfig::checkpoint_layers`): less memory,
+    /// one more forward pass of compute.
+    #[arg(long)]
+    checkpoint_layers: bool,
     /// Measure only this part (for profiling): load, prefill, decode, sample or train.
     #[arg(long)]
     only: Option<String>,
@@ -111,6 +115,9 @@ struct Figures {
     /// Peak RSS of the training run (PyTorch: its own process).
     #[serde(default = "nan")]
     train_peak_rss_mb: f64,
+    /// Peak RSS once the `[4, 128]` steps have run, before the split and KL steps (engram only).
+    #[serde(default = "nan")]
+    train_b4_peak_rss_mb: f64,
     /// SELF-PARAM's KL-distillation step on the same batch, teacher cached (engram only).
     #[serde(default = "nan")]
     kl_step_s: f64,
@@ -273,6 +280,7 @@ fn time_train(
     reps: usize,
     warmup: usize,
     split: bool,
+    checkpoint_layers: bool,
 ) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let (host, device) = bench_batch(m)?;
     let source = if split {
@@ -289,6 +297,7 @@ fn time_train(
         reps,
         warmup,
         if split { 4 } else { 1 },
+        checkpoint_layers,
         &CrossEntropy,
         &source,
     )
@@ -328,6 +337,7 @@ fn time_kl(
     m: &LoadedModel,
     reps: usize,
     warmup: usize,
+    checkpoint_layers: bool,
 ) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     use std::sync::Arc;
     let (host, device) = bench_batch(m)?;
@@ -379,6 +389,7 @@ fn time_kl(
         reps,
         warmup,
         1,
+        checkpoint_layers,
         &engram_distill::Distill::default(),
         &source,
     )
@@ -407,6 +418,7 @@ fn run_steps<O, S>(
     reps: usize,
     warmup: usize,
     micro: usize,
+    checkpoint_layers: bool,
     objective: &O,
     source: &S,
 ) -> Result<(f64, f64), Box<dyn std::error::Error>>
@@ -433,6 +445,7 @@ where
             length: Length::Steps(warmup + reps),
             grad_accum: micro,
             parallel_micro_batches: micro,
+            checkpoint_layers,
             ..TrainConfig::default()
         },
         out: out.path().to_path_buf(),
@@ -477,9 +490,11 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
     let nan = f64::NAN;
     // Training first: its peak RSS is then the process's, not inflated by nothing else.
     let train = if want("train") {
-        let (step_s, loss) = time_train(&m, args.reps, 2, false)?;
-        let (split_s, _) = time_train(&m, args.reps, 2, true)?;
-        let (kl_s, kl_loss) = time_kl(&m, args.reps, 2)?;
+        let ckpt = args.checkpoint_layers;
+        let (step_s, loss) = time_train(&m, args.reps, 2, false, ckpt)?;
+        let b4_rss = peak_rss_mb();
+        let (split_s, _) = time_train(&m, args.reps, 2, true, ckpt)?;
+        let (kl_s, kl_loss) = time_kl(&m, args.reps, 2, ckpt)?;
         Figures {
             kl_step_s: kl_s,
             kl_loss_first: kl_loss,
@@ -488,6 +503,7 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
             train_tok_s: 512.0 / step_s,
             train_loss_first: loss,
             train_peak_rss_mb: peak_rss_mb(),
+            train_b4_peak_rss_mb: b4_rss,
             ..Figures::default()
         }
     } else {
@@ -499,6 +515,7 @@ fn run_engram(args: &Args, path: &Path) -> Result<Figures, Box<dyn std::error::E
             train_tok_s: nan,
             train_loss_first: nan,
             train_peak_rss_mb: nan,
+            train_b4_peak_rss_mb: nan,
             ..Figures::default()
         }
     };
@@ -673,7 +690,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None
     };
     println!(
-        "model: {}  threads: {}  reps: {} (medians)  allocator tuning: {}  engram base weights: {}  dtype: {}",
+        "model: {}  threads: {}  reps: {} (medians)  allocator tuning: {}  engram base weights: {}  dtype: {}  \
+         checkpoint layers: {}",
         match &args.random_shape {
             Some(shape) => format!("{shape} (random weights)"),
             None => path.display().to_string(),
@@ -682,12 +700,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.reps,
         if tuned { "on" } else { "off" },
         args.base_weights,
-        args.dtype
+        args.dtype,
+        if args.checkpoint_layers { "on" } else { "off" }
     );
     println!("| metric | engram | pytorch | engram / pytorch |");
     println!("|---|---:|---:|---:|");
     type Row = (&'static str, fn(&Figures) -> f64);
-    let rows: [Row; 19] = [
+    let rows: [Row; 20] = [
         ("load (s)", |f| f.load_s),
         ("prefill tok/s, 128 tokens, batch 1", |f| f.prefill_b1_tok_s),
         ("prefill tok/s, 128 tokens, batch 4", |f| f.prefill_b4_tok_s),
@@ -702,6 +721,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("LoRA train tok/s", |f| f.train_tok_s),
         ("train loss, first step", |f| f.train_loss_first),
         ("peak RSS of training (MB)", |f| f.train_peak_rss_mb),
+        ("peak RSS after the 4x128 steps (MB)", |f| {
+            f.train_b4_peak_rss_mb
+        }),
         (
             "KL distillation step (s), 4x128, teacher top-64 cached",
             |f| f.kl_step_s,

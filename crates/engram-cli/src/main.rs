@@ -153,8 +153,9 @@ struct DeviceArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// How the frozen weights of the linear layers are held: f32 (dense, in the --dtype), or q8 (8-bit blocks
-    /// expanded per layer at each pass: 28% of their f32 memory, slower; saves memory for inference only, as
-    /// training keeps the expanded copies for its backward pass; adapters stay f32).
+    /// expanded per layer at each pass: 28% of their f32 memory, slower; in training it saves memory only with
+    /// `engram train --checkpoint-layers`, as an ordinary backward pass keeps every expanded copy; adapters
+    /// stay f32).
     #[arg(long, default_value = "f32")]
     base_weights: String,
     /// The float type of the frozen weights and activations: f32, bf16 or f16. Adapters (the trained master

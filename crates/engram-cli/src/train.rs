@@ -84,6 +84,12 @@ pub(crate) struct TrainArgs {
     /// CPU, `--batch-size 1 --grad-accum 4 --parallel-micro-batches 4` trained like batch 4 ~15-25% faster.
     #[arg(long, default_value_t = 1)]
     parallel_micro_batches: usize,
+    /// Activation checkpointing per decoder layer: each layer runs again in the backward pass, so only one
+    /// layer's activations (and, with --base-weights q8, expanded weights) are held at a time; the same training
+    /// up to rounding. SmolLM2, 4x128 batch, CPU: peak memory 1965 -> 1086 MB (819 MB with q8), steps 1.4x as
+    /// long.
+    #[arg(long)]
+    checkpoint_layers: bool,
     /// Tokens per example (longer ones are truncated) and per packed row.
     #[arg(long, default_value_t = 512)]
     max_len: usize,
@@ -137,6 +143,7 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         parallel_micro_batches: args.parallel_micro_batches,
+        checkpoint_layers: args.checkpoint_layers,
     };
     config.validate()?;
     let devices = DeviceSpec::parse_list(&args.device.device)?.len();
@@ -186,6 +193,18 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
     );
 
     let (mut loaded, replicas) = load_with_replicas(&args.model, &args.device)?;
+    if loaded
+        .model
+        .projections()
+        .iter()
+        .any(|(_, p)| p.is_quantized())
+        && !args.checkpoint_layers
+    {
+        eprintln!(
+            "note: an 8-bit base saves training memory only with --checkpoint-layers (without it the backward \
+             pass keeps every layer's expanded weights: more memory than --base-weights f32)"
+        );
+    }
     let path = loaded.path.clone();
     let max_positions = loaded.model.config().max_position_embeddings;
     if args.max_len > max_positions {

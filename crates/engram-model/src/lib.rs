@@ -40,8 +40,8 @@ pub use generate::{
     FinishReason, Generation, GenerationConfig, PaddedBatch, argmax, generate, left_padded_batch,
 };
 pub use llama::{
-    DecoderLayer, ForwardInput, ForwardOutput, KvCache, Llama, LlamaModel, Logits, Mlp, RopeTables,
-    SelfAttention,
+    CheckpointSink, DecoderLayer, ForwardInput, ForwardOutput, KvCache, LayerCheckpoint, Llama,
+    LlamaModel, Logits, Mlp, RopeTables, SelfAttention,
 };
 pub use load::{
     LoadedModel, ModelInfo, chat_template_for, gguf_vocab, load_model, load_model_with, model_info,

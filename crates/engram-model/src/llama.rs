@@ -8,7 +8,9 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData, activation};
+use std::sync::{Arc, Mutex};
+
+use burn::tensor::{Bool, Device, FloatDType, Gradients, Int, Tensor, TensorData, activation};
 use engram_formats::{LAYER_LINEARS, ModelConfig, TensorF32, WeightSource};
 
 use crate::ModelError;
@@ -89,6 +91,38 @@ pub struct Llama {
     /// The float type of the frozen weights and activations (see [`set_dtype`](Llama::set_dtype)).
     #[module(skip)]
     pub dtype: Dtype,
+    /// While set, forward passes checkpoint their decoder layers into it (see
+    /// [`LayerCheckpoint`]); `None` (the default) for an ordinary pass.
+    #[module(skip)]
+    pub checkpoints: Option<CheckpointSink>,
+}
+
+/// Where a layer-checkpointed forward pass leaves what its backward pass needs: one [`LayerCheckpoint`] per
+/// pass through the decoder stack. Shared (`Arc`) so a model clone made for one micro-batch can be given its
+/// own.
+pub type CheckpointSink = Arc<Mutex<Vec<LayerCheckpoint>>>;
+
+/// Activation checkpointing per decoder layer, for training with much less memory.
+///
+/// An ordinary training pass keeps every layer's activations, and the frozen weights its backward pass
+/// multiplies by, until the backward pass: with `--base-weights q8` that is a dense copy of every expanded
+/// weight, more memory than a dense model. A checkpointed pass runs the decoder layers outside autodiff,
+/// keeping only each layer's input (`[batch, seq, hidden]`); the final norm and head run under autodiff from
+/// [`top`](Self::top), a leaf. After the loss's backward pass, [`Llama::backward_layers`] runs each layer again
+/// under autodiff from its input, last to first, and back-propagates the gradient arriving from above: one
+/// layer's activations and expanded weights exist at a time, for about one more forward pass of compute.
+/// Adapter dropout needs a seed ([`LowRank::dropout_seed`](crate::LowRank)) so that both passes draw the same
+/// masks (the trainer always sets one).
+#[derive(Debug)]
+pub struct LayerCheckpoint {
+    /// Each decoder layer's input (the residual stream), plain tensors.
+    inputs: Vec<Tensor<3>>,
+    /// The RoPE rows of the pass, in the compute dtype.
+    rope: (Tensor<4>, Tensor<4>),
+    /// The attention mask of the pass.
+    mask: Option<Tensor<4, Bool>>,
+    /// The last layer's output, an autodiff leaf requiring a gradient: the loss is computed from it.
+    pub top: Tensor<3>,
 }
 
 /// Precomputed RoPE cos/sin tables, `[max_positions, head_dim]` (halves duplicated, as HF's rotate-half uses).
@@ -510,6 +544,7 @@ impl Llama {
             rope,
             config: c,
             dtype: options.dtype,
+            checkpoints: None,
         })
     }
 
@@ -554,6 +589,65 @@ impl Llama {
                     values: q.values.to_device(device),
                     scales: q.scales.to_device(device),
                 });
+            }
+        }
+        copy
+    }
+
+    /// The backward pass through the decoder layers of a checkpointed forward pass ([`LayerCheckpoint`]):
+    /// `grads` are the gradients of a loss computed from `checkpoint.top`. Each layer runs again under autodiff
+    /// from its input, last to first, and its backward pass starts from the gradient arriving from the layer
+    /// above. Returns each layer's gradients, last layer first: together they hold every adapter factor's
+    /// gradient (read them with `Tensor::grad` on each). Empty when the loss does not depend on the layers.
+    pub fn backward_layers(
+        &self,
+        checkpoint: LayerCheckpoint,
+        grads: &Gradients,
+    ) -> Vec<Gradients> {
+        let LayerCheckpoint {
+            inputs,
+            rope,
+            mask,
+            top,
+        } = checkpoint;
+        let Some(mut upstream) = top.grad(grads) else {
+            return Vec::new();
+        };
+        let dtype = self.dtype.float_dtype();
+        let mut out = Vec::with_capacity(inputs.len());
+        for (i, (layer, x)) in self.model.layers.iter().zip(inputs).enumerate().rev() {
+            // The first layer's input comes from the frozen embedding: no gradient is needed there.
+            let x = if i > 0 {
+                x.autodiff().require_grad()
+            } else {
+                x
+            };
+            let y = layer.forward(x.clone(), dtype, &rope, mask.clone(), None);
+            // `sum(y · upstream)` has gradient `upstream` with respect to `y`: the chain rule continues from there.
+            let mut layer_grads = (y * upstream.clone()).sum().backward();
+            let below = if i > 0 {
+                x.grad_remove(&mut layer_grads)
+            } else {
+                None
+            };
+            out.push(layer_grads);
+            match below {
+                Some(g) => upstream = g,
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// A clone whose adapter factors are plain tensors (no autodiff leaves), for the untracked first pass of
+    /// layer checkpointing; dropout still applies, as the factors' seeds mark the pass as a training one.
+    fn untracked_factors(&self) -> Llama {
+        let mut copy = self.clone();
+        copy.checkpoints = None;
+        for (_, p) in copy.projections_mut() {
+            for a in &mut p.adapters {
+                a.a = frozen(&a.a, a.a.val().inner());
+                a.b = frozen(&a.b, a.b.val().inner());
             }
         }
         copy
@@ -661,6 +755,26 @@ impl Llama {
             .embed_tokens
             .forward(input.tokens)
             .cast(FloatDType::F32);
+        if let (Some(sink), None) = (&self.checkpoints, &cache) {
+            let mut inputs = Vec::with_capacity(self.model.layers.len());
+            // The same layers with plain adapter factors: no autodiff graph, so each layer's activations and
+            // expanded weights are freed as soon as the next layer has its input.
+            let untracked = self.untracked_factors();
+            for layer in &untracked.model.layers {
+                inputs.push(x.clone());
+                x = layer.forward(x, dtype, &rope, mask.clone(), None);
+            }
+            let top = x.autodiff().require_grad();
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(LayerCheckpoint {
+                    inputs,
+                    rope,
+                    mask,
+                    top: top.clone(),
+                });
+            return rms_norm(&self.model.norm, top, dtype);
+        }
         for (i, layer) in self.model.layers.iter().enumerate() {
             if let Some(h) = hidden.as_deref_mut() {
                 h.push(x.clone());

@@ -137,7 +137,8 @@ pub struct LowRank {
     /// Multiplier of the low-rank path: `alpha / r`, or `alpha / √r` under rsLoRA.
     #[module(skip)]
     pub scale: f64,
-    /// Dropout probability on the adapter's input, applied only while `a` requires a gradient (training).
+    /// Dropout probability on the adapter's input, applied only in training passes: while `a` requires a
+    /// gradient or a [`dropout_seed`](Self::dropout_seed) is set.
     #[module(skip)]
     pub dropout: f64,
     /// Whether the adapter is active, inactive or merged into the base weight.
@@ -145,7 +146,9 @@ pub struct LowRank {
     pub state: AdapterState,
     /// Seed of this adapter's dropout masks for the next forward pass (set per micro-batch by the trainer, so
     /// masks depend on nothing but the run's seed and position: resumable and independent of other threads).
-    /// `None`: Burn's device RNG.
+    /// `None`: Burn's device RNG. A seed also marks passes as training ones, so that dropout applies in the
+    /// untracked first pass of layer checkpointing ([`LayerCheckpoint`](crate::LayerCheckpoint)), with the
+    /// masks of the tracked second pass.
     #[module(skip)]
     pub dropout_seed: Option<u64>,
 }
@@ -285,7 +288,7 @@ impl Projection {
             .iter()
             .filter(|a| a.state == AdapterState::Active)
         {
-            let trained = adapter.a.val().is_require_grad();
+            let trained = adapter.a.val().is_require_grad() || adapter.dropout_seed.is_some();
             // f32 master factors, cast for this pass (the cast's backward hands f32 gradients back).
             let a = adapter.a.val().cast(dtype);
             let input = if adapter.dropout > 0.0 && trained {

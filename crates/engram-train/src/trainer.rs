@@ -11,9 +11,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use engram_lora::{
     Adapters, LoraConfig, load_adapter, save_adapter, write_dir_atomically, write_file_atomically,
 };
-use engram_model::Llama;
 use engram_model::formats::TensorF32;
 use engram_model::formats::hf::{decode_f32, f32_safetensors};
+use engram_model::{CheckpointSink, Llama};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -55,6 +55,12 @@ pub struct TrainConfig {
     /// result is bit-identical either way; on the CPU backend 2 keeps both cores busy (see docs/benchmarks.md).
     #[serde(default = "one")]
     pub parallel_micro_batches: usize,
+    /// Activation checkpointing per decoder layer ([`engram_model::LayerCheckpoint`]): the layers run twice
+    /// (once outside autodiff, once per layer in the backward pass), so only one layer's activations and
+    /// expanded weights are held at a time. Less memory for one more forward pass of compute (1.4x the step
+    /// time on the CPU, docs/benchmarks.md); the same gradients up to rounding. Left out of the run's fingerprint when off, so older checkpoints still resume.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpoint_layers: bool,
 }
 
 fn one() -> usize {
@@ -75,6 +81,7 @@ impl Default for TrainConfig {
             seed: 0,
             checkpoint_every: 0,
             parallel_micro_batches: 1,
+            checkpoint_layers: false,
         }
     }
 }
@@ -454,6 +461,7 @@ impl Trainer<'_> {
                 &self.adapter,
                 objective,
                 &batch,
+                self.config.checkpoint_layers,
             )?]);
         }
         let home = self.model.device();
@@ -470,13 +478,15 @@ impl Trainer<'_> {
         }
         let adapter = self.adapter.as_str();
         let home = &home;
+        let checkpoint_layers = self.config.checkpoint_layers;
         std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
                 .into_iter()
                 .map(|(mut model, batch)| {
                     scope.spawn(move || {
                         let batch = batch.to_device(&model.device());
-                        let outcome = micro_step(&mut model, adapter, objective, &batch)?;
+                        let outcome =
+                            micro_step(&mut model, adapter, objective, &batch, checkpoint_layers)?;
                         Ok(outcome.map(|o| MicroOutcome {
                             grads: (o.grads.into_iter())
                                 .map(|g| g.map(|g| g.to_device(home)))
@@ -646,15 +656,20 @@ struct MicroOutcome {
     grads: Vec<Option<Tensor<2>>>,
 }
 
-/// Forward and backward of one micro-batch on `model` (whose adapter factors are autodiff leaves). `None` when
-/// the batch has no target; a non-finite loss is returned without a backward pass.
+/// Forward and backward of one micro-batch on `model` (whose adapter factors are autodiff leaves), with the
+/// decoder layers checkpointed when `checkpoint_layers`. `None` when the batch has no target; a non-finite loss
+/// is returned without a backward pass.
 fn micro_step<O: Objective>(
     model: &mut Llama,
     adapter: &str,
     objective: &O,
     batch: &O::Batch,
+    checkpoint_layers: bool,
 ) -> Result<Option<MicroOutcome>, TrainError> {
+    let sink = checkpoint_layers.then(CheckpointSink::default);
+    model.checkpoints = sink.clone();
     let out = objective.loss(model, batch);
+    model.checkpoints = None;
     if out.tokens == 0 {
         return Ok(None);
     }
@@ -667,8 +682,24 @@ fn micro_step<O: Objective>(
         }));
     }
     let grads = out.loss.mul_scalar(out.tokens as f64).backward();
+    // With checkpointing, the factors' gradients come from re-running each layer (one pass per forward the
+    // objective made through the decoder stack).
+    let mut layer_grads = Vec::new();
+    if let Some(sink) = sink {
+        let passes = std::mem::take(&mut *sink.lock().unwrap_or_else(|e| e.into_inner()));
+        for pass in passes {
+            layer_grads.extend(model.backward_layers(pass, &grads));
+        }
+    }
     let mut collected = Vec::new();
-    model.visit_factors_mut(adapter, &mut |_, _, p| collected.push(p.val().grad(&grads)))?;
+    model.visit_factors_mut(adapter, &mut |_, _, p| {
+        let factor = p.val();
+        let grad = std::iter::once(&grads)
+            .chain(&layer_grads)
+            .filter_map(|g| factor.grad(g))
+            .reduce(|a, b| a + b);
+        collected.push(grad);
+    })?;
     Ok(Some(MicroOutcome {
         loss,
         tokens: out.tokens,

@@ -1,7 +1,7 @@
 //! engram's first knowledge written into weights: on the real SmolLM2-135M-Instruct (CPU), a LoRA adapter
 //! trained for twenty steps on a handful of chat turns stating a fictional fact makes the model answer
 //! a question about it without the fact in the prompt, where the base model could not; in bf16 and f16 the
-//! same training tracks the f32 loss curve.
+//! same training tracks the f32 loss curve, and so does an 8-bit base with its layers checkpointed.
 
 use engram_data::{BatchConfig, Batcher, Example, tokenize_examples};
 use engram_lora::{Adapters, LoraConfig};
@@ -68,6 +68,16 @@ fn fact_batcher(loaded: &LoadedModel) -> Batcher {
 /// Adds the adapter `fact` (default LoRA, seed 0) to `model` and trains it for `steps` steps at lr 1e-3;
 /// returns the loss of every step.
 fn train_fact(model: &mut engram_model::Llama, batcher: &Batcher, steps: usize) -> Vec<f64> {
+    train_fact_with(model, batcher, steps, false)
+}
+
+/// [`train_fact`], with the decoder layers checkpointed or not.
+fn train_fact_with(
+    model: &mut engram_model::Llama,
+    batcher: &Batcher,
+    steps: usize,
+    checkpoint_layers: bool,
+) -> Vec<f64> {
     let lora = LoraConfig::default();
     model.add_adapter("fact", &lora, 0).unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -79,6 +89,7 @@ fn train_fact(model: &mut engram_model::Llama, batcher: &Batcher, steps: usize) 
         config: TrainConfig {
             lr: 1e-3,
             length: Length::Steps(steps),
+            checkpoint_layers,
             ..TrainConfig::default()
         },
         out: out.path().to_path_buf(),
@@ -167,4 +178,27 @@ fn half_precision_training_tracks_the_f32_loss_curve() {
             "{dtype}: base"
         );
     }
+}
+
+/// QLoRA-style training, `--base-weights q8 --checkpoint-layers`: the 8-bit base trained with the decoder layers
+/// checkpointed (one layer's expanded weights in memory at a time) follows the ordinary pass's loss curve on the
+/// real model.
+#[test]
+fn a_checkpointed_q8_base_trains_like_an_ordinary_pass() {
+    let loaded = default_model();
+    let batcher = fact_batcher(&loaded);
+    let mut curves = Vec::new();
+    for checkpoint_layers in [false, true] {
+        let mut model = loaded.model.clone();
+        assert!(model.set_base_weights(engram_model::BaseWeights::Q8) > 0);
+        curves.push(train_fact_with(&mut model, &batcher, 4, checkpoint_layers));
+    }
+    eprintln!(
+        "ordinary:     {:.6?}\ncheckpointed: {:.6?}",
+        curves[0], curves[1]
+    );
+    for (a, b) in curves[0].iter().zip(&curves[1]) {
+        assert!((a - b).abs() <= 1e-3 * a, "{curves:?}");
+    }
+    assert!(curves[1][3] < curves[1][0] * 0.8, "it learns: {curves:?}");
 }
