@@ -551,27 +551,33 @@ fn data_parallel_needs_a_micro_batch_per_device() {
 }
 
 /// Layer checkpointing computes the gradients of an ordinary pass, up to rounding (its first pass runs the
-/// layers outside autodiff, where attention takes another kernel), with dropout and padding, on a dense and on
-/// an 8-bit base. A checkpointed pass that lost a layer's gradient, or drew other dropout masks in its second
-/// pass, would not track.
+/// layers outside autodiff, where attention takes another kernel), with dropout and padding: on a dense and an
+/// 8-bit base in f32, and in bf16 and f16. A checkpointed pass that lost a layer's gradient, or drew other
+/// dropout masks in its second pass, would not track.
 #[test]
 fn layer_checkpointing_trains_like_an_ordinary_pass() {
     let dir = tempfile::tempdir().unwrap();
-    for base in [
-        engram_model::BaseWeights::F32,
-        engram_model::BaseWeights::Q8,
+    use engram_model::{BaseWeights, Dtype};
+    for (base, dtype) in [
+        (BaseWeights::F32, Dtype::F32),
+        (BaseWeights::Q8, Dtype::F32),
+        (BaseWeights::F32, Dtype::Bf16),
+        (BaseWeights::F32, Dtype::F16),
     ] {
         let mut losses = Vec::new();
         let mut norms = Vec::new();
         for checkpoint_layers in [false, true] {
             let (mut m, lora) = tiny_with_adapter(0.1);
+            m.set_dtype(dtype);
             m.set_base_weights(base);
             let cfg = TrainConfig {
                 checkpoint_layers,
                 checkpoint_every: 0,
                 ..config(4)
             };
-            let out = dir.path().join(format!("{base}-{checkpoint_layers}"));
+            let out = dir
+                .path()
+                .join(format!("{base}-{dtype}-{checkpoint_layers}"));
             let (r, seen) = run(
                 &mut m,
                 &lora,
@@ -589,13 +595,17 @@ fn layer_checkpointing_trains_like_an_ordinary_pass() {
             for (a, b) in pair[0].iter().zip(&pair[1]) {
                 assert!(
                     (a - b).abs() <= 1e-4 * a.abs(),
-                    "{base}: {what} {:?} vs checkpointed {:?}",
+                    "{base} {dtype}: {what} {:?} vs checkpointed {:?}",
                     pair[0],
                     pair[1]
                 );
             }
         }
         // Not a run that learned nothing: the loss moved.
-        assert!(losses[1][3] < losses[1][0], "{base}: {:?}", losses[1]);
+        assert!(
+            losses[1][3] < losses[1][0],
+            "{base} {dtype}: {:?}",
+            losses[1]
+        );
     }
 }
