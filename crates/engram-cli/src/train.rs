@@ -146,15 +146,7 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         checkpoint_layers: args.checkpoint_layers,
     };
     config.validate()?;
-    let devices = DeviceSpec::parse_list(&args.device.device)?.len();
-    if devices > config.grad_accum {
-        return Err(format!(
-            "invalid option `--grad-accum` = {}: training on {devices} devices (--device {}) needs at least \
-             {devices} micro-batches per step, one per device",
-            config.grad_accum, args.device.device
-        )
-        .into());
-    }
+    config.validate_devices(DeviceSpec::parse_list(&args.device.device)?.len())?;
     if args.batch_size == 0 {
         return Err("invalid option `--batch-size` = 0: must be at least 1".into());
     }

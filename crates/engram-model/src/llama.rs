@@ -4,12 +4,12 @@
 //! names and adapter files line up with PEFT. Weights are read in Hugging Face layout (rotate-half RoPE, `[out,
 //! in]` linears) and stored the way Burn multiplies (`[in, out]`).
 
+use std::sync::{Arc, Mutex};
+
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use std::sync::{Arc, Mutex};
-
 use burn::tensor::{Bool, Device, FloatDType, Gradients, Int, Tensor, TensorData, activation};
 use engram_formats::{LAYER_LINEARS, ModelConfig, TensorF32, WeightSource};
 

@@ -58,7 +58,8 @@ pub struct TrainConfig {
     /// Activation checkpointing per decoder layer ([`engram_model::LayerCheckpoint`]): the layers run twice
     /// (once outside autodiff, once per layer in the backward pass), so only one layer's activations and
     /// expanded weights are held at a time. Less memory for one more forward pass of compute (1.4x the step
-    /// time on the CPU, docs/benchmarks.md); the same gradients up to rounding. Left out of the run's fingerprint when off, so older checkpoints still resume.
+    /// time on the CPU, docs/benchmarks.md); the same gradients up to rounding. Left out of the run's
+    /// fingerprint when off, so older checkpoints still resume.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub checkpoint_layers: bool,
 }
@@ -119,6 +120,22 @@ impl TrainConfig {
             return Err(TrainError::invalid("max-grad-norm", c, "must be positive"));
         }
         self.adamw.validate()
+    }
+
+    /// Checks that a step has a micro-batch for each of `devices` devices (data parallelism, see
+    /// [`Trainer::replicas`]): with fewer, a device would sit idle.
+    pub fn validate_devices(&self, devices: usize) -> Result<(), TrainError> {
+        if devices > self.grad_accum {
+            return Err(TrainError::invalid(
+                "grad-accum",
+                self.grad_accum,
+                format!(
+                    "training on {devices} devices needs at least {devices} micro-batches per step \
+                     (--grad-accum), one per device"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Optimizer steps for data of `batches_per_epoch` micro-batches.
@@ -240,15 +257,7 @@ impl Trainer<'_> {
     {
         self.config.validate()?;
         let devices = 1 + self.replicas.len();
-        if devices > self.config.grad_accum {
-            return Err(TrainError::invalid(
-                "grad-accum",
-                self.config.grad_accum,
-                format!(
-                    "training on {devices} devices needs at least {devices} micro-batches per step, one per device"
-                ),
-            ));
-        }
+        self.config.validate_devices(devices)?;
         let bpe = data.batches_per_epoch();
         if bpe == 0 {
             return Err(TrainError::invalid("data", 0, "no batches"));
@@ -473,8 +482,7 @@ impl Trainer<'_> {
             };
             set_trainable(&mut model, &self.adapter, true)?;
             model.set_dropout_seed(&self.adapter, Some(mix(seed, micro as u64)))?;
-            let batch = data.batch(micro / bpe, micro % bpe);
-            jobs.push((model, batch));
+            jobs.push((model, data.batch(micro / bpe, micro % bpe)));
         }
         let adapter = self.adapter.as_str();
         let home = &home;
