@@ -7,13 +7,10 @@
 //! ```
 //! The same through the command line, with every option: `engram eval --help`.
 
-use engram::eval::harness::RunManifest;
-use engram::eval::report::{summarize, write_report};
+use engram::MethodSettings;
+use engram::eval::report::{summarize, write_report_with_notes};
 use engram::eval::shipped::load_dataset;
-use engram::eval::{
-    FineTuneSettings, Mode, ProbeConfig, Registry, RunSpec, run_eval, select_items,
-};
-use engram::replay::{GenerationCache, ReplaySettings};
+use engram::eval::{Mode, ProbeConfig, RunManifest, RunSpec, method_notes, run_eval, select_items};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -22,36 +19,25 @@ fn run(out: &std::path::Path, methods: &[&str], limit: usize) -> Result<Vec<(Str
     let mut lm = engram::load_default_model()?;
     let news = load_dataset("news")?;
     let items = select_items(&news.items, news.split_ids("test")?, Some(limit));
-    let settings = FineTuneSettings::default();
-    let replay = ReplaySettings {
-        finetune: settings.clone(),
-        ..ReplaySettings::default()
-    };
-    let mut registry = Registry::with_baselines(&settings);
-    engram::replay::register(
-        &mut registry,
-        &replay,
-        &news.items,
-        &GenerationCache::default(),
-    );
+    // Every method by name, from one settings value (each crate's defaults).
     let names: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
-    let chosen = registry.select(&names)?;
+    let chosen = engram::registry(&MethodSettings::default(), &news.items).select(&names)?;
+    let probe = ProbeConfig {
+        letter_orders: 1,
+        ..ProbeConfig::default()
+    };
     let spec = RunSpec {
-        manifest: RunManifest {
-            dataset: news.name.clone(),
-            split: "test".into(),
-            mode: Mode::Batch,
-            item_ids: items.iter().map(|i| i.id.clone()).collect(),
-            methods: names.clone(),
-            probe: ProbeConfig {
-                letter_orders: 1,
-                ..ProbeConfig::default()
-            },
-            // Compared when a run resumes: a changed recipe must not mix with old results.
-            settings: serde_json::json!({"finetune": settings.to_json(), "replay": replay.to_json()}),
-            locality_questions: 0,
-            model: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
-        },
+        // Records each method's settings: a resumed run with a changed recipe is refused.
+        manifest: RunManifest::new(
+            &news.name,
+            "test",
+            Mode::Batch,
+            &items,
+            &chosen,
+            probe,
+            0,
+            &lm.path,
+        ),
         items,
         locality: None,
         locality_units: 1,
@@ -59,7 +45,12 @@ fn run(out: &std::path::Path, methods: &[&str], limit: usize) -> Result<Vec<(Str
     };
     // Rerunning with the same `out` resumes where an interrupted run stopped.
     let (rows, locality) = run_eval(&mut lm, &chosen, &spec, &mut |_| {})?;
-    write_report(out, &summarize(&spec.manifest, &rows, &locality, 0.0))?;
+    let notes = method_notes(out, &chosen, Mode::Batch, spec.items.len())?;
+    write_report_with_notes(
+        out,
+        &summarize(&spec.manifest, &rows, &locality, 0.0),
+        &notes,
+    )?;
     Ok(names
         .iter()
         .map(|c| {

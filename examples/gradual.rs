@@ -8,8 +8,9 @@
 //! The whole curriculum with its equal-compute baselines: `engram eval --methods base,gradual,gradual-all`.
 
 use engram::curriculum::category::counts;
-use engram::curriculum::{Curriculum, ModelAnswerer, ProbeSettings, TwoStage, facts, probe_facts};
+use engram::curriculum::{Curriculum, ProbeSettings, TwoStage, facts, probe_facts};
 use engram::eval::shipped::trivia;
+use engram::model::ModelGenerator;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -19,8 +20,8 @@ fn run(n: usize, probe: &ProbeSettings) -> Result<([usize; 4], Vec<String>)> {
     let dataset = trivia()?;
     let all = facts(&dataset.items);
     let (asked, pool) = (&all[..n.min(all.len())], &all[..]);
-    let mut answerer = ModelAnswerer::new(&lm, None)?;
-    let knowledge = probe_facts(&mut answerer, asked, pool, probe, &mut |done, total| {
+    let mut generator = ModelGenerator::new(&lm);
+    let knowledge = probe_facts(&mut generator, asked, pool, probe, &mut |done, total| {
         eprintln!("probe: {done}/{total} answer rounds");
     })?;
     for k in &knowledge {

@@ -6,11 +6,10 @@
 //! cargo run --release --example self_param
 //! ```
 
-use engram::distill::{DistillReport, DistillSettings};
-use engram::eval::method::{InjectEnv, Injection};
-use engram::eval::shipped::{load_dataset, regulariser_texts};
-use engram::eval::{FineTuneSettings, Registry};
-use engram::replay::{GenerationCache, ReplaySettings};
+use engram::MethodSettings;
+use engram::distill::DistillReport;
+use engram::eval::shipped::load_dataset;
+use engram::inject::{InjectEnv, Injection};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -25,28 +24,13 @@ fn run(out: &std::path::Path, examples: usize, continuations: usize) -> Result<D
         .cloned()
         .collect();
 
-    let mut finetune = FineTuneSettings::default();
-    finetune.train.lr = 1e-3;
-    let replay = ReplaySettings {
-        finetune: finetune.clone(),
-        examples_per_item: examples,
-        ..ReplaySettings::default()
-    };
-    let distill = DistillSettings {
-        replay,
-        continuations,
-        regulariser_texts: regulariser_texts(), // texts 01-04; locality reads all eight
-        ..DistillSettings::default()
-    };
-    let mut methods = Registry::with_baselines(&finetune);
-    engram::distill::register(
-        &mut methods,
-        &distill,
-        &news.items,
-        &GenerationCache::default(),
-    );
+    // lr 1e-3 (the one-text recipe); the target budget and continuations as asked. The regulariser reads
+    // the general texts 01-04 (locality reads all eight): `MethodSettings::default()` sets them.
+    let mut settings = MethodSettings::one_text();
+    settings.replay.examples_per_item = examples;
+    settings.distill.continuations = continuations;
+    let method = engram::registry(&settings, &news.items).build("self-param")?;
 
-    let method = methods.get("self-param").expect("registered above");
     let mut on_step = |m: &engram::train::StepMetrics| {
         println!("step {}/{} KL {:.4}", m.step, m.total_steps, m.loss)
     };

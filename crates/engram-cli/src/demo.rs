@@ -8,18 +8,14 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use engram_distill::DistillSettings;
-use engram_eval::contains_answer;
-use engram_eval::method::{InjectEnv, Injection};
-use engram_eval::probe::{answer_config, chat_prompt};
-use engram_eval::shipped::{load_dataset, regulariser_texts};
-use engram_eval::{FineTuneSettings, Item, Question, QuestionKind};
+use engram::MethodSettings;
+use engram_eval::shipped::load_dataset;
+use engram_inject::{
+    InjectEnv, Injection, Item, Question, QuestionKind, answer_config, chat_prompt, contains_answer,
+};
 use engram_lora::Adapters;
 use engram_model::{LoadedModel, generate};
-use engram_replay::ReplaySettings;
-use engram_train::TrainConfig;
 
-use crate::eval::registry;
 use crate::{DeviceArgs, ModelArgs, Result, load};
 
 /// The bundled item the demo teaches unless told otherwise: a fictional theorem (measured: the base model
@@ -237,30 +233,13 @@ fn mark(answer: &Option<String>, text: &str) -> &'static str {
 pub(crate) fn demo_cmd(args: DemoArgs) -> Result<()> {
     let total = Instant::now();
     let (item, asks) = args.item()?;
-    let settings = FineTuneSettings {
-        train: TrainConfig {
-            lr: args.lr,
-            ..TrainConfig::default()
-        },
-        seed: args.seed,
-        ..FineTuneSettings::default()
-    };
-    settings.validate()?;
-    let replay = ReplaySettings {
-        finetune: settings.clone(),
-        examples_per_item: args.examples_per_item,
-        seed: args.seed,
-        ..ReplaySettings::default()
-    };
-    replay.validate()?;
-    let distill = DistillSettings {
-        replay: replay.clone(),
-        regulariser_texts: regulariser_texts(),
-        ..DistillSettings::default()
-    };
+    let mut settings = MethodSettings::one_text().with_seed(args.seed);
+    settings.finetune.train.lr = args.lr;
+    settings.replay.examples_per_item = args.examples_per_item;
+    settings.finetune.validate()?;
+    settings.replay.validate()?;
     let items = vec![item.clone()];
-    let registry = registry(&settings, &replay, &distill, &items);
-    let method = registry.select(std::slice::from_ref(&args.method))?[0];
+    let method = engram::registry(&settings, &items).build(&args.method)?;
     if !method.trains() {
         return Err(format!("--method {}: writes nothing into weights", args.method).into());
     }

@@ -7,19 +7,18 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use engram_distill::{DistillSettings, KlReduction, QaAnswers};
-use engram_eval::harness::RunManifest;
+use engram::MethodSettings;
 use engram_eval::locality::LocalitySet;
-use engram_eval::report::{MEASURES, summarize, write_report};
-use engram_eval::shipped::{general_texts, load_dataset, regulariser_texts, trivia};
-use engram_eval::{FineTuneSettings, Mode, ProbeConfig, Progress, Registry, RunSpec, select_items};
-use engram_lora::{LoraConfig, TargetModules};
+use engram_eval::report::{MEASURES, summarize, write_report_with_notes};
+use engram_eval::shipped::{Dataset, load_dataset};
+use engram_eval::{
+    Item, Mode, ProbeConfig, Progress, RunManifest, RunSpec, method_notes, select_items,
+};
 use engram_model::{GenerationConfig, generate};
-use engram_replay::ReplaySettings;
-use engram_train::TrainConfig;
 
-use crate::curriculum::{CurriculumArgs, curriculum_section};
-use crate::{DeviceArgs, ModelArgs, Result, display_name, load, load_adapters};
+use crate::curriculum::CurriculumArgs;
+use crate::settings::{MethodArgs, inject_defaults, method_names};
+use crate::{DeviceArgs, ModelArgs, Result, load, load_adapters};
 
 #[derive(Args, Debug)]
 pub(crate) struct EvalArgs {
@@ -29,12 +28,11 @@ pub(crate) struct EvalArgs {
     /// train, dev, test or all.
     #[arg(long, default_value = "test")]
     split: String,
-    /// Conditions to compare, comma-separated: base, icl, naive-ft, prefix-ft, qa-ft, sys2-paraphrase,
-    /// sys2-implication, sys2-self-qa, sys2-self-qa-prefix, sys2-mix, aug-ft, self-param.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "base,icl,naive-ft,prefix-ft"
+        default_value = "base,icl,naive-ft,prefix-ft",
+        help = format!("Conditions to compare, comma-separated: {}", method_names(false))
     )]
     methods: Vec<String>,
     /// single (an adapter per item), batch (one for all) or sequential (one after another: retention).
@@ -61,11 +59,7 @@ pub(crate) struct EvalArgs {
     max_new_tokens: usize,
 
     #[command(flatten)]
-    finetune: FineTuneArgs,
-    #[command(flatten)]
-    replay: ReplayArgs,
-    #[command(flatten)]
-    distill: DistillArgs,
+    methods_args: MethodArgs,
     #[command(flatten)]
     curriculum: CurriculumArgs,
     #[command(flatten)]
@@ -74,230 +68,61 @@ pub(crate) struct EvalArgs {
     device: DeviceArgs,
 }
 
-/// The options of LoRA fine-tuning, shared by `eval` and `inject`.
-#[derive(Args, Debug)]
-pub(crate) struct FineTuneArgs {
-    /// Fine-tuning: passes over the examples built from the items.
-    #[arg(long, default_value_t = FineTuneSettings::default().epochs)]
-    epochs: usize,
-    /// Fine-tuning: peak learning rate.
-    #[arg(long, default_value_t = TrainConfig::default().lr)]
-    lr: f64,
-    /// Fine-tuning: rows per batch.
-    #[arg(long, default_value_t = FineTuneSettings::default().batch_size)]
-    batch_size: usize,
-    /// Fine-tuning: LoRA rank.
-    #[arg(long, default_value_t = LoraConfig::default().r)]
-    r: usize,
-    /// Fine-tuning: LoRA alpha.
-    #[arg(long, default_value_t = LoraConfig::default().lora_alpha)]
-    lora_alpha: f64,
-    /// Fine-tuning: adapted layers (q_proj,v_proj,... or all-linear).
-    #[arg(long, default_value = "all-linear")]
-    target_modules: String,
-    /// Seed of adapters, data order and option orders.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-}
-
-impl FineTuneArgs {
-    pub(crate) fn settings(&self) -> Result<FineTuneSettings> {
-        let settings = FineTuneSettings {
-            lora: LoraConfig {
-                r: self.r,
-                lora_alpha: self.lora_alpha,
-                target_modules: TargetModules::parse(&self.target_modules)?,
-                ..LoraConfig::default()
-            },
-            train: TrainConfig {
-                lr: self.lr,
-                checkpoint_every: 50,
-                ..TrainConfig::default()
-            },
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            seed: self.seed,
-            ..FineTuneSettings::default()
-        };
-        settings.validate()?;
-        Ok(settings)
+/// The settings of every method from the shared option groups, with the curricula on `dataset` when it has
+/// a dev split to choose their rounds on.
+pub(crate) fn method_settings(
+    methods: &MethodArgs,
+    curriculum: &CurriculumArgs,
+    dataset: Option<(&Dataset, &[Item])>,
+) -> Result<MethodSettings> {
+    let mut settings = methods.settings(MethodSettings {
+        finetune: inject_defaults(),
+        ..MethodSettings::default()
+    })?;
+    if let Some((dataset, injected)) = dataset {
+        let seed = settings.finetune.train.seed;
+        settings.curricula = Some(curriculum.curricula(dataset, injected, seed)?);
     }
-}
-
-/// The options of the replay methods (`sys2-*`, `aug-ft`), shared by `eval` and `inject`.
-#[derive(Args, Debug)]
-pub(crate) struct ReplayArgs {
-    /// Replay methods: generations per protocol and item (paraphrases, implications; half as many model
-    /// questions for self-QA).
-    #[arg(long = "replay-n", default_value_t = ReplaySettings::default().n)]
-    n: usize,
-    /// Replay methods: sampling temperature of the generations.
-    #[arg(long = "replay-temperature", default_value_t = ReplaySettings::default().temperature)]
-    temperature: f32,
-    /// Replay methods: training examples per item (passes over the replayed records are set to reach it,
-    /// so every method trains about as long whatever its yield).
-    #[arg(long, default_value_t = ReplaySettings::default().examples_per_item)]
-    examples_per_item: usize,
-}
-
-impl ReplayArgs {
-    pub(crate) fn settings(&self, finetune: &FineTuneSettings) -> Result<ReplaySettings> {
-        let s = ReplaySettings {
-            finetune: finetune.clone(),
-            examples_per_item: self.examples_per_item,
-            n: self.n,
-            temperature: self.temperature,
-            seed: finetune.seed,
-        };
-        s.validate()?;
-        Ok(s)
-    }
-}
-
-/// The options of `self-param`, shared by `eval` and `inject`.
-#[derive(Args, Debug)]
-pub(crate) struct DistillArgs {
-    /// self-param: distillation temperature (the loss is scaled by T²).
-    #[arg(long, default_value_t = DistillSettings::default().temperature)]
-    kl_temperature: f32,
-    /// self-param: teacher tokens cached per position, or `full` for the whole vocabulary.
-    #[arg(long, default_value = "64")]
-    kl_top_k: String,
-    /// self-param: per-token (sum over the vocabulary, mean over tokens) or torch-mean (PyTorch's
-    /// kl_div(reduction="mean"), also divided by the vocabulary size, as SELF-PARAM's code).
-    #[arg(long, default_value = "per-token")]
-    kl_reduction: String,
-    /// self-param: context continuations per item.
-    #[arg(long, default_value_t = DistillSettings::default().continuations)]
-    continuations: usize,
-    /// self-param: unrelated regulariser windows per item (from datasets/general, texts 01-04).
-    #[arg(long, default_value_t = DistillSettings::default().regulariser)]
-    regulariser: usize,
-    /// self-param: the teacher reads the regulariser text alone (by default after the context).
-    #[arg(long)]
-    regulariser_without_context: bool,
-    /// self-param: the QA targets' answers: teacher (the model's own greedy answer with the context in view)
-    /// or replay (the self-QA records' checked answers and text spans).
-    #[arg(long, default_value = "teacher")]
-    qa_answers: String,
-    /// self-param, sequential mode: QA targets of earlier injections carried into each later one.
-    #[arg(long, default_value_t = DistillSettings::default().replay_previous)]
-    replay_previous: usize,
-}
-
-impl DistillArgs {
-    pub(crate) fn settings(&self, replay: &ReplaySettings) -> Result<DistillSettings> {
-        let top_k =
-            match self.kl_top_k.as_str() {
-                "full" => None,
-                k => Some(k.parse::<usize>().map_err(|_| {
-                    format!("--kl-top-k {k}: expected a number of tokens or `full`")
-                })?),
-            };
-        let texts = regulariser_texts();
-        let s = DistillSettings {
-            replay: replay.clone(),
-            continuations: self.continuations,
-            regulariser: self.regulariser,
-            regulariser_with_context: !self.regulariser_without_context,
-            regulariser_texts: texts,
-            replay_previous: self.replay_previous,
-            qa_answers: QaAnswers::parse(&self.qa_answers)?,
-            temperature: self.kl_temperature,
-            top_k,
-            reduction: KlReduction::parse(&self.kl_reduction)?,
-            ..DistillSettings::default()
-        };
-        s.validate()?;
-        Ok(s)
-    }
-}
-
-/// Every method by name: the baselines, the replay methods (`dataset` for the methods linking items) and
-/// `self-param`, generating through one cache.
-pub(crate) fn registry(
-    settings: &FineTuneSettings,
-    replay: &ReplaySettings,
-    distill: &DistillSettings,
-    dataset: &[engram_eval::Item],
-) -> Registry {
-    let mut r = Registry::with_baselines(settings);
-    let cache = engram_replay::GenerationCache::default();
-    engram_replay::register(&mut r, replay, dataset, &cache);
-    engram_distill::register(&mut r, distill, dataset, &cache);
-    r
+    Ok(settings)
 }
 
 pub(crate) fn eval_cmd(args: EvalArgs) -> Result<()> {
     let start = Instant::now();
     let mode: Mode = args.mode.parse()?;
-    let settings = args.finetune.settings()?;
     let dataset = load_dataset(&args.dataset)?;
-    let replay = args.replay.settings(&settings)?;
-    let distill = args.distill.settings(&replay)?;
     let ids = dataset.split_ids(&args.split)?;
     let items = select_items(&dataset.items, ids, args.limit);
     if items.is_empty() {
         return Err(format!("{}: split `{}` has no items", dataset.name, args.split).into());
     }
-    let mut registry = registry(&settings, &replay, &distill, &dataset.items);
-    let gradual = args
-        .curriculum
-        .gradual(&dataset, &items, &settings, &replay, &distill)?;
-    crate::curriculum::register(&mut registry, &gradual);
-    let methods = registry.select(&args.methods)?;
+    let settings = method_settings(
+        &args.methods_args,
+        &args.curriculum,
+        Some((&dataset, &items)),
+    )?;
+    let methods = engram::registry(&settings, &dataset.items).select(&args.methods)?;
     let probe = ProbeConfig {
         letter_orders: args.letter_orders,
         max_new_tokens: args.max_new_tokens,
-        seed: args.finetune.seed,
+        seed: settings.finetune.train.seed,
         ..ProbeConfig::default()
     };
     let locality = (args.locality > 0)
-        .then(|| -> Result<LocalitySet> {
-            let t = trivia()?;
-            let test = t.split_ids("test")?;
-            let qs = select_items(&t.items, test, Some(args.locality));
-            Ok(LocalitySet {
-                questions: qs
-                    .into_iter()
-                    .map(|i| {
-                        let q = i.questions[0].clone();
-                        (i, q)
-                    })
-                    .collect(),
-                texts: general_texts(),
-                window: 256,
-            })
-        })
+        .then(|| LocalitySet::shipped(args.locality))
         .transpose()?;
 
     let mut lm = load(&args.model, &args.device)?;
     let spec = RunSpec {
-        manifest: RunManifest {
-            dataset: dataset.name.clone(),
-            split: args.split.clone(),
+        manifest: RunManifest::new(
+            &dataset.name,
+            &args.split,
             mode,
-            item_ids: items.iter().map(|i| i.id.clone()).collect(),
-            methods: args.methods.clone(),
+            &items,
+            &methods,
             probe,
-            // Only the settings the chosen methods use, so that adding a method's options does not stop
-            // older runs from resuming.
-            settings: if args.methods.iter().any(|m| m.starts_with("gradual")) {
-                serde_json::json!({"finetune": settings.to_json(), "replay": replay.to_json(), "distill": distill.to_json(), "gradual": args.curriculum.to_json(&gradual)})
-            } else if args.methods.iter().any(|m| m == "self-param") {
-                serde_json::json!({"finetune": settings.to_json(), "replay": replay.to_json(), "distill": distill.to_json()})
-            } else if args
-                .methods
-                .iter()
-                .any(|m| engram_replay::method::METHODS.contains(&m.as_str()))
-            {
-                serde_json::json!({"finetune": settings.to_json(), "replay": replay.to_json()})
-            } else {
-                settings.to_json()
-            },
-            locality_questions: locality.as_ref().map_or(0, |l| l.questions.len()),
-            model: display_name(&lm.path),
-        },
+            locality.as_ref().map_or(0, |l| l.questions.len()),
+            &lm.path,
+        ),
         items,
         locality,
         locality_units: match mode {
@@ -320,17 +145,8 @@ pub(crate) fn eval_cmd(args: EvalArgs) -> Result<()> {
     let (rows, loc) = result?;
     let seconds = engram_eval::harness::elapsed_seconds(&args.out);
     let summary = summarize(&spec.manifest, &rows, &loc, seconds);
-    write_report(&args.out, &summary)?;
-    if let Some(section) = curriculum_section(&args.out, &args.methods)? {
-        // The category transitions belong with the rest of the evaluation.
-        let path = args.out.join("report.md");
-        let mut text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        text.push_str("\n## Curriculum\n\n");
-        text.push_str(&section);
-        engram_lora::write_file_atomically(&path, text.as_bytes())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
+    let notes = method_notes(&args.out, &methods, mode, spec.items.len())?;
+    write_report_with_notes(&args.out, &summary, &notes)?;
 
     // The overall table, as in report.md.
     print!("{:<12}", "condition");

@@ -6,6 +6,7 @@ mod eval;
 mod merge;
 mod replay;
 mod serve;
+mod settings;
 mod train;
 
 use std::io::Write;

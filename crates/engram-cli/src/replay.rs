@@ -6,17 +6,18 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use engram_eval::method::InjectEnv;
-use engram_eval::shipped::load_dataset;
-use engram_eval::{Injection, Item, select_items};
-use engram_lora::write_file_atomically;
-use engram_replay::method::{ReplayReport, replay_sources};
+use engram_eval::shipped::{Dataset, load_dataset};
+use engram_eval::{Item, select_items};
+use engram_inject::{FamilyKind, InjectEnv, Injection};
+use engram_model::formats::atomic::write_file_atomically;
+use engram_replay::method::replay_sources;
 use engram_replay::{
     Format, Generator, HttpGenerator, ModelGenerator, Source, protocol_by_name, records_jsonl,
 };
 
 use crate::curriculum::CurriculumArgs;
-use crate::eval::{DistillArgs, FineTuneArgs, ReplayArgs, registry};
+use crate::eval::method_settings;
+use crate::settings::{MethodArgs, method_names};
 use crate::{DeviceArgs, ModelArgs, Result, load, load_adapters};
 
 /// Where the knowledge comes from: a text file or dataset items.
@@ -41,7 +42,8 @@ pub(crate) struct SourceArgs {
 
 impl SourceArgs {
     /// The items to replay or inject, and every item of their dataset (for protocols linking items).
-    fn items(&self) -> Result<(Vec<Item>, Vec<Item>)> {
+    /// The items to use, every item of their dataset, and the dataset when one was named.
+    fn items(&self) -> Result<(Vec<Item>, Vec<Item>, Option<Dataset>)> {
         if let Some(path) = &self.context {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
@@ -58,7 +60,7 @@ impl SourceArgs {
                 context: text.to_owned(),
                 questions: Vec::new(),
             };
-            return Ok((vec![item.clone()], vec![item]));
+            return Ok((vec![item.clone()], vec![item], None));
         }
         let name = self.dataset.as_deref().unwrap_or_default();
         let dataset = load_dataset(name)?;
@@ -82,14 +84,15 @@ impl SourceArgs {
         if items.is_empty() {
             return Err(format!("{}: no items selected", dataset.name).into());
         }
-        Ok((items, dataset.items))
+        let all = dataset.items.clone();
+        Ok((items, all, Some(dataset)))
     }
 }
 
 /// A generator other than the local model.
 #[derive(Args, Debug)]
 pub(crate) struct EndpointArgs {
-    /// An OpenAI-compatible API base (e.g. http://127.0.0.1:8080/v1) to write the data instead of the local
+    /// An OpenAI-compatible API base (e.g. http://127.0.0.1:8080/v1) to generate with instead of the local
     /// model.
     #[arg(long)]
     endpoint: Option<String>,
@@ -105,7 +108,7 @@ pub(crate) struct EndpointArgs {
 }
 
 impl EndpointArgs {
-    fn http(&self) -> Result<Option<HttpGenerator>> {
+    pub(crate) fn http(&self) -> Result<Option<HttpGenerator>> {
         let Some(url) = &self.endpoint else {
             return Ok(None);
         };
@@ -156,7 +159,7 @@ pub(crate) struct ReplayCmdArgs {
 
 pub(crate) fn replay_cmd(args: ReplayCmdArgs) -> Result<()> {
     let protocol = protocol_by_name(&args.protocol, args.n, args.temperature, args.seed)?;
-    let (items, all) = args.source.items()?;
+    let (items, all, _) = args.source.items()?;
     let sources: Vec<Source> = items.iter().map(Source::from).collect();
     let others: Vec<Source> = all.iter().map(Source::from).collect();
     let format = Format {
@@ -204,7 +207,7 @@ pub(crate) fn replay_cmd(args: ReplayCmdArgs) -> Result<()> {
     let report_path = args.out.with_extension("report.json");
     let json = serde_json::to_string_pretty(&report)? + "\n";
     write_file_atomically(&report_path, json.as_bytes()).map_err(io(&report_path))?;
-    print_report(&report);
+    print!("{}", report.table());
     println!(
         "{} records → {} (report: {})",
         records.len(),
@@ -214,48 +217,18 @@ pub(crate) fn replay_cmd(args: ReplayCmdArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_report(r: &ReplayReport) {
-    println!(
-        "{:<18} {:>9} {:>6} {:>7} {:>9} {:>9}  dropped",
-        "protocol", "generated", "kept", "yield", "rule-made", "tokens"
-    );
-    for y in &r.yields {
-        let dropped: Vec<String> = y.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!(
-            "{:<18} {:>9} {:>6} {:>6.0}% {:>9} {:>9}  {}",
-            y.protocol,
-            y.generated,
-            y.kept,
-            100.0 * y.rate(),
-            y.rule_made,
-            y.tokens_generated,
-            dropped.join(", ")
-        );
-    }
-    println!(
-        "generator {}: {} sources in {:.0} s",
-        r.generator, r.sources, r.seconds
-    );
-}
-
 #[derive(Args, Debug)]
 pub(crate) struct InjectArgs {
     #[command(flatten)]
     source: SourceArgs,
-    /// The method: naive-ft, prefix-ft, qa-ft, sys2-paraphrase, sys2-implication, sys2-self-qa,
-    /// sys2-self-qa-prefix, sys2-mix, aug-ft or self-param.
-    #[arg(long)]
+    #[arg(long, help = format!("The method: {}", method_names(true)))]
     method: String,
     /// The adapter folder to write (PEFT files, the training data and metrics beside them). Rerunning
     /// resumes an interrupted injection.
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
-    finetune: FineTuneArgs,
-    #[command(flatten)]
-    replay: ReplayArgs,
-    #[command(flatten)]
-    distill: DistillArgs,
+    methods: MethodArgs,
     #[command(flatten)]
     curriculum: CurriculumArgs,
     #[command(flatten)]
@@ -266,37 +239,25 @@ pub(crate) struct InjectArgs {
 
 pub(crate) fn inject_cmd(args: InjectArgs) -> Result<()> {
     let start = Instant::now();
-    let settings = args.finetune.settings()?;
-    let replay = args.replay.settings(&settings)?;
-    let distill = args.distill.settings(&replay)?;
-    let (items, all) = args.source.items()?;
-    let mut registry = registry(&settings, &replay, &distill, &all);
-    if args.method.starts_with("gradual") {
-        // A curriculum chooses its rounds on the dataset's dev facts.
-        let Some(name) = &args.source.dataset else {
-            return Err(format!(
-                "--method {}: needs --dataset (its dev split chooses each stage's round)",
-                args.method
-            )
-            .into());
-        };
-        let dataset = load_dataset(name)?;
-        let gradual = args
-            .curriculum
-            .gradual(&dataset, &items, &settings, &replay, &distill)?;
-        crate::curriculum::register(&mut registry, &gradual);
+    let (items, all, dataset) = args.source.items()?;
+    let settings = method_settings(
+        &args.methods,
+        &args.curriculum,
+        dataset.as_ref().map(|d| (d, items.as_slice())),
+    )?;
+    let mut registry = engram::registry(&settings, &all);
+    if settings.curricula.is_none() {
+        registry = registry.without(
+            FamilyKind::Curriculum,
+            "a curriculum chooses each stage's round on a dataset's dev facts: needs --dataset",
+        );
     }
-    let method = registry.select(std::slice::from_ref(&args.method))?[0];
+    let method = registry.build(&args.method)?;
     if !method.trains() {
         return Err(format!(
             "--method {}: writes nothing into weights; pick one of {}",
             args.method,
-            registry
-                .names()
-                .into_iter()
-                .filter(|n| registry.get(n).is_some_and(|m| m.trains()))
-                .collect::<Vec<_>>()
-                .join(", ")
+            registry.training_names().join(", ")
         )
         .into());
     }
@@ -317,26 +278,8 @@ pub(crate) fn inject_cmd(args: InjectArgs) -> Result<()> {
         on_step: &mut on_step,
     };
     let injection = method.inject(&mut env, &items, None, &args.out)?;
-    if let Some((_, report)) = engram_replay::method::read_replay(&args.out)? {
-        print_report(&report);
-    }
-    if let Some(r) = engram_curriculum::method::read_report(&args.out)? {
-        println!("{}", engram_curriculum::report::render_markdown(&[r]));
-    }
-    let distilled = args.out.join(engram_distill::method::DISTILL_REPORT_FILE);
-    if let Ok(text) = std::fs::read_to_string(&distilled) {
-        let r: engram_distill::DistillReport =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", distilled.display()))?;
-        let kinds: Vec<String> = r.targets.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        println!(
-            "distillation targets: {} ({} target tokens, {} dropped); teacher cache {:.1} MB in {:.1} s; {} epochs",
-            kinds.join(", "),
-            r.target_tokens,
-            r.dropped,
-            r.cache_bytes as f64 / 1e6,
-            r.teacher_seconds,
-            r.epochs
-        );
+    if let Some(note) = method.report(&args.out)? {
+        println!("{}", note.trim_end());
     }
     match injection {
         Injection::Adapter(dir) => println!(

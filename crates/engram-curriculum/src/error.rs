@@ -43,10 +43,10 @@ pub enum CurriculumError {
         /// What is wrong.
         message: String,
     },
-    /// An answerer returned a different number of answers than asked.
+    /// A generator returned a different number of answers than asked.
     #[error("answerer {name}: {message}")]
     Answerer {
-        /// The answerer's identity.
+        /// The generator's name.
         name: String,
         /// What it returned.
         message: String,
@@ -57,9 +57,12 @@ pub enum CurriculumError {
     /// Rendering a few-shot prompt with the chat template failed.
     #[error(transparent)]
     Template(#[from] engram_tokenizer::TokenizerError),
-    /// A stage's training method, or another evaluation-crate step, failed.
+    /// A stage's training method, or another step of the injection seam, failed.
     #[error(transparent)]
-    Eval(#[from] engram_eval::EvalError),
+    Inject(#[from] engram_inject::InjectError),
+    /// A probe or knowledge file could not be read.
+    #[error(transparent)]
+    Jsonl(#[from] engram_model::formats::jsonl::JsonlError),
     /// Loading or attaching an adapter failed.
     #[error(transparent)]
     Lora(#[from] engram_lora::LoraError),
@@ -75,20 +78,15 @@ impl CurriculumError {
     }
 }
 
-impl CurriculumError {
-    /// As an evaluation error of the method `method` (a curriculum runs as an evaluation method); errors of
-    /// the layers below keep their own variant.
-    pub fn into_eval(self, method: &str) -> engram_eval::EvalError {
-        use engram_eval::EvalError;
-        match self {
-            CurriculumError::Eval(e) => e,
-            CurriculumError::Model(e) => EvalError::Model(e),
-            CurriculumError::Lora(e) => EvalError::Lora(e),
-            CurriculumError::Io { path, source } => EvalError::Io { path, source },
-            other => EvalError::Method {
-                method: method.into(),
-                source: Box::new(other),
-            },
+impl From<CurriculumError> for engram_inject::InjectError {
+    /// Errors of the layers below keep their own variant.
+    fn from(e: CurriculumError) -> Self {
+        match e {
+            CurriculumError::Inject(e) => e,
+            CurriculumError::Model(e) => Self::Model(e),
+            CurriculumError::Lora(e) => Self::Lora(e),
+            CurriculumError::Io { path, source } => Self::Io { path, source },
+            other => Self::Method(Box::new(other)),
         }
     }
 }

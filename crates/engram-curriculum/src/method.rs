@@ -1,4 +1,4 @@
-//! A [`Curriculum`] run as an evaluation [`Method`]: probe, train a stage, re-probe, train the next — each
+//! A [`Curriculum`] run as an injection [`Method`]: probe, train a stage, re-probe, train the next — each
 //! stage's objective being any registered training method (`qa-ft`, `sys2-self-qa`, `self-param`, ...), so
 //! "gradual + self-QA" is one setting, not new code.
 //!
@@ -10,32 +10,30 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use engram_eval::method::InjectEnv;
-use engram_eval::{EvalError, FineTuneSettings, Injection, Item, Method, Registry};
+use engram_inject::{
+    Family, FamilyKind, FineTuneSettings, InjectEnv, InjectError, Injection, Item, Method,
+    MethodInfo, Recipe, Registry, Stages,
+};
 use engram_lora::Adapters;
-use engram_model::LoadedModel;
+use engram_model::formats::atomic::write_file_atomically;
+use engram_model::{LoadedModel, ModelGenerator};
+use engram_train::Length;
 use serde::{Deserialize, Serialize};
 
 use crate::category::{Transitions, counts};
 use crate::probe::{
-    Fact, Knowledge, ModelAnswerer, ProbeCache, ProbeSettings, facts, write_knowledge,
+    Fact, Knowledge, ProbeCache, ProbeSettings, facts, model_identity, write_knowledge,
 };
 use crate::schedule::{Curriculum, OneStage, Selection, StagePlan, TwoStage};
 use crate::{Category, CurriculumError};
-
-/// Builds the training method a stage runs, by name, with the stage's settings (its `steps` set).
-pub type MethodFactory =
-    Arc<dyn Fn(&str, &FineTuneSettings) -> Result<Box<dyn Method>, EvalError> + Send + Sync>;
 
 /// How a curriculum probes and trains.
 #[derive(Clone)]
 pub struct GradualSettings {
     /// How facts are probed.
     pub probe: ProbeSettings,
-    /// The training method of every stage.
+    /// The training method of every stage, by name.
     pub stage_method: String,
-    /// LoRA and optimiser settings of the stages (`steps` is set per round).
-    pub finetune: FineTuneSettings,
     /// Dev checks per stage.
     pub rounds: usize,
     /// Greedy prompts per dev (and test) fact in the accuracy checks.
@@ -142,52 +140,75 @@ pub struct GradualReport {
 pub const REPORT_FILE: &str = "gradual.json";
 const PROBE_ADAPTER: &str = "gradual-probe";
 
-/// A curriculum as an evaluation method.
+/// A curriculum as an injection method.
 pub struct Gradual {
     /// Decides what each stage trains.
     pub curriculum: Box<dyn Curriculum>,
     /// Probe, training and dev-check settings.
     pub settings: GradualSettings,
-    /// Builds each round's training method.
-    pub factory: MethodFactory,
+    /// LoRA and optimiser settings of the stages (the length is set per round).
+    pub finetune: FineTuneSettings,
+    /// Builds each round's training method by name.
+    pub registry: Registry,
 }
 
-/// Registers `gradual` (two stages of `steps[0]` and `steps[1]`) and its baselines at equal compute and
+/// The curricula's family: `gradual` (two stages of `two_stage.steps`) and its baselines at equal compute and
 /// with as many dev checks, `gradual-all` (one stage on every fact) and `gradual-maybe` (one stage on
 /// `MaybeKnown` facts).
-pub fn register(
-    registry: &mut Registry,
-    settings: &GradualSettings,
-    two_stage: &TwoStage,
-    factory: &MethodFactory,
-) {
-    let total = two_stage.steps.iter().sum();
-    let curricula: [Box<dyn Curriculum>; 3] = [
-        Box::new(two_stage.clone()),
-        Box::new(OneStage {
-            selection: Selection::All,
-            steps: total,
-        }),
-        Box::new(OneStage {
-            selection: Selection::MaybeKnown,
-            steps: total,
-        }),
-    ];
-    for (i, curriculum) in curricula.into_iter().enumerate() {
-        // A baseline's one stage gets as many dev checks as the two stages together.
-        let rounds = if i == 0 {
-            settings.rounds
-        } else {
-            2 * settings.rounds
+#[derive(Clone)]
+pub struct Curricula {
+    /// Probe and dev-check settings, and the stage method.
+    pub settings: GradualSettings,
+    /// The two-stage schedule; the baselines get its total steps.
+    pub two_stage: TwoStage,
+}
+
+impl Family for Curricula {
+    fn kind(&self) -> FamilyKind {
+        FamilyKind::Curriculum
+    }
+    fn build(
+        &self,
+        info: &MethodInfo,
+        finetune: &FineTuneSettings,
+        registry: &Registry,
+    ) -> Result<Box<dyn Method>, InjectError> {
+        let Recipe::Curriculum(stages) = info.recipe else {
+            return Err(InjectError::option(
+                "methods",
+                info.name,
+                "not a curriculum",
+            ));
         };
-        registry.register(Box::new(Gradual {
+        self.two_stage.validate()?;
+        let total = self.two_stage.steps.iter().sum();
+        let (curriculum, rounds): (Box<dyn Curriculum>, usize) = match stages {
+            Stages::TwoStage => (Box::new(self.two_stage.clone()), self.settings.rounds),
+            // A baseline's one stage gets as many dev checks as the two stages together.
+            Stages::AllFacts => (
+                Box::new(OneStage {
+                    selection: Selection::All,
+                    steps: total,
+                }),
+                2 * self.settings.rounds,
+            ),
+            Stages::MaybeKnown => (
+                Box::new(OneStage {
+                    selection: Selection::MaybeKnown,
+                    steps: total,
+                }),
+                2 * self.settings.rounds,
+            ),
+        };
+        Ok(Box::new(Gradual {
             curriculum,
             settings: GradualSettings {
                 rounds,
-                ..settings.clone()
+                ..self.settings.clone()
             },
-            factory: factory.clone(),
-        }));
+            finetune: finetune.clone(),
+            registry: registry.clone(),
+        }))
     }
 }
 
@@ -248,8 +269,16 @@ impl Gradual {
     ) -> Result<Vec<Knowledge>, CurriculumError> {
         let pool = facts(&self.settings.pool);
         with_adapter(lm, dir, |lm| {
-            let mut answerer = ModelAnswerer::new(lm, dir)?;
-            let (found, _) = cache.probe(&mut answerer, which, &pool, settings, &mut |_, _| {})?;
+            let identity = model_identity(lm, dir)?;
+            let mut generator = ModelGenerator::new(lm);
+            let (found, _) = cache.probe(
+                &mut generator,
+                &identity,
+                which,
+                &pool,
+                settings,
+                &mut |_, _| {},
+            )?;
             Ok(found)
         })
     }
@@ -317,11 +346,11 @@ impl Gradual {
                 let mut best = f64::NEG_INFINITY;
                 for r in 0..n_rounds {
                     let steps = plan.steps / n_rounds + usize::from(r < plan.steps % n_rounds);
-                    let settings = FineTuneSettings {
-                        steps: Some(steps),
-                        ..s.finetune.clone()
-                    };
-                    let method = (self.factory)(&s.stage_method, &settings)?;
+                    let settings = self.finetune.with_length(Length::Steps(steps));
+                    let method = self
+                        .registry
+                        .with_finetune(settings)
+                        .build(&s.stage_method)?;
                     if !method.trains() {
                         return Err(CurriculumError::option(
                             "stage-method",
@@ -457,24 +486,46 @@ impl Method for Gradual {
     fn trains(&self) -> bool {
         true
     }
+    fn finished(&self, out: &Path) -> bool {
+        out.join(REPORT_FILE).is_file()
+    }
+    fn settings_json(&self) -> serde_json::Value {
+        let s = &self.settings;
+        // The stage method's own settings too (its family's), so a resumed run with other ones is refused.
+        let stage = self
+            .registry
+            .with_finetune(self.finetune.clone())
+            .build(&s.stage_method)
+            .map(|m| m.settings_json())
+            .unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "name": self.curriculum.name(),
+            "steps": self.curriculum.total_steps(),
+            "rounds": s.rounds,
+            "stage_method": s.stage_method,
+            "stage": stage,
+            "check_prompts": s.check_prompts,
+            "probe": s.probe,
+        })
+    }
+    fn report(&self, out: &Path) -> Result<Option<String>, InjectError> {
+        Ok(read_report(out)?.map(|r| crate::report::render_markdown(&[r])))
+    }
     fn inject(
         &self,
         env: &mut InjectEnv<'_>,
         items: &[Item],
         previous: Option<&Path>,
         out: &Path,
-    ) -> Result<Injection, EvalError> {
-        let name = self.curriculum.name().to_owned();
-        let report = match read_report(out).map_err(|e| e.into_eval(&name))? {
+    ) -> Result<Injection, InjectError> {
+        let report = match read_report(out)? {
+            // `finished`: the report is written last.
             Some(done) => done,
             None => {
-                let report = self
-                    .run(env, items, previous, out)
-                    .map_err(|e| e.into_eval(&name))?;
+                let report = self.run(env, items, previous, out)?;
                 let path = out.join(REPORT_FILE);
                 let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-                engram_lora::write_file_atomically(&path, json.as_bytes())
-                    .map_err(|source| EvalError::Io { path, source })?;
+                write_file_atomically(&path, json.as_bytes()).map_err(InjectError::io(&path))?;
                 report
             }
         };

@@ -6,15 +6,16 @@
 //! the fact's answer (normalised, whole words: a chat model answers "The capital is Paris."). The counts give
 //! the [`Category`].
 //!
-//! Who answers is the [`Answerer`] seam: [`ModelAnswerer`] runs an engram model (n samples of a prompt share
-//! one prefill, see `GenerationConfig::num_return_sequences`); tests script one. [`ProbeCache`] keeps every
-//! result on disk under a key made of the answerer's identity (model file and adapter weights), the settings
-//! and the facts, so a re-run costs nothing.
+//! Who answers is `engram-model`'s one generation seam, a [`Generator`]: an engram model
+//! ([`engram_model::ModelGenerator`]: n samples of a prompt share one prefill) or any OpenAI-compatible
+//! endpoint ([`engram_model::HttpGenerator`]); tests script one. [`ProbeCache`] keeps every result on disk
+//! under a key made of who answered ([`model_identity`]: model file and adapter weights), the settings and the
+//! facts, so a re-run costs nothing.
 
 use std::path::{Path, PathBuf};
 
-use engram_eval::{Item, QuestionKind, contains_answer, normalize_answer};
-use engram_model::{GenerationConfig, LoadedModel, generate, splitmix64};
+use engram_inject::{Item, QuestionKind, contains_answer, normalize_answer};
+use engram_model::{Generator, LoadedModel, Sampling, splitmix64};
 use engram_tokenizer::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -161,32 +162,6 @@ impl Knowledge {
     }
 }
 
-/// How an [`Answerer`] is asked for one batch.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Ask {
-    /// Answers per prompt.
-    pub n: usize,
-    /// 0 = greedy.
-    pub temperature: f32,
-    /// Upper bound on an answer's tokens.
-    pub max_new_tokens: usize,
-    /// Seeds the sampler.
-    pub seed: u64,
-}
-
-/// Answers chat prompts.
-pub trait Answerer {
-    /// Who answers — the model file and any adapter weights: the key of the probe cache.
-    fn identity(&self) -> String;
-    /// `ask.n` answers per prompt (the first line of the assistant's turn), `answers[p][j]`; the same seed
-    /// gives the same answers.
-    fn answer(
-        &mut self,
-        prompts: &[Vec<Message>],
-        ask: &Ask,
-    ) -> Result<Vec<Vec<String>>, CurriculumError>;
-}
-
 /// The few-shot prompt `j` for `fact`: `shots` exemplar turns drawn (by the seed, `j` and the fact's id) from
 /// the facts of `pool` that are neither the fact itself nor share its answer, then the question.
 pub fn few_shot_prompt(
@@ -227,7 +202,7 @@ pub fn few_shot_prompt(
 /// Asks every fact as [`ProbeSettings`] say and sorts it into a category; `on_progress(done, total)` after
 /// each batch of answers.
 pub fn probe_facts(
-    answerer: &mut dyn Answerer,
+    generator: &mut dyn Generator,
     facts: &[Fact],
     pool: &[Fact],
     settings: &ProbeSettings,
@@ -244,24 +219,30 @@ pub fn probe_facts(
             .map(|f| few_shot_prompt(f, pool, settings.shots, j, settings.seed))
             .collect();
         let mut ask = |n: usize, temperature: f32, seed: u64| -> Result<_, CurriculumError> {
-            let asked = Ask {
-                n,
+            // An answer is the first line of the assistant's turn.
+            let sampling = Sampling {
                 temperature,
-                max_new_tokens: settings.max_new_tokens,
+                n,
                 seed,
+                stop: vec!["\n".into()],
+                ..Sampling::greedy(settings.max_new_tokens)
             };
-            let answers = answerer.answer(&prompts, &asked)?;
-            if answers.len() != prompts.len() || answers.iter().any(|a| a.len() != n) {
+            let answers = generator.complete(&prompts, &sampling)?;
+            if answers.len() != prompts.len() * n {
                 return Err(CurriculumError::Answerer {
-                    name: answerer.identity(),
+                    name: generator.name(),
                     message: format!(
-                        "asked {n} answer(s) for each of {} prompts, got {:?}",
+                        "asked {n} answer(s) for each of {} prompts, got {} in all",
                         prompts.len(),
-                        answers.iter().map(Vec::len).collect::<Vec<_>>()
+                        answers.len()
                     ),
                 });
             }
-            Ok(answers)
+            let mut by_prompt = vec![Vec::with_capacity(n); prompts.len()];
+            for (k, a) in answers.into_iter().enumerate() {
+                by_prompt[k / n].push(a.text.trim().to_owned());
+            }
+            Ok(by_prompt)
         };
         for (f, mut a) in ask(1, 0.0, settings.seed)?.into_iter().enumerate() {
             greedy[f].append(&mut a);
@@ -309,27 +290,6 @@ pub fn probe_facts(
         .collect()
 }
 
-/// An engram model (with whatever adapters are attached to it) as an [`Answerer`].
-pub struct ModelAnswerer<'a> {
-    /// The model that answers, with its attached adapters.
-    pub model: &'a LoadedModel,
-    /// Prompts per generation batch (each with its `n` answers).
-    pub batch_size: usize,
-    identity: String,
-}
-
-impl<'a> ModelAnswerer<'a> {
-    /// `adapter`: the folder of the adapter attached to `model`, if any — its weights are part of the
-    /// identity, so the cache never serves answers of other weights.
-    pub fn new(model: &'a LoadedModel, adapter: Option<&Path>) -> Result<Self, CurriculumError> {
-        Ok(Self {
-            model,
-            batch_size: 8,
-            identity: model_identity(model, adapter)?,
-        })
-    }
-}
-
 /// The model file's name and size, and the SHA-256 of the adapter's weights and config.
 pub fn model_identity(
     model: &LoadedModel,
@@ -361,48 +321,7 @@ pub fn model_identity(
     Ok(id)
 }
 
-impl Answerer for ModelAnswerer<'_> {
-    fn identity(&self) -> String {
-        self.identity.clone()
-    }
-
-    fn answer(
-        &mut self,
-        prompts: &[Vec<Message>],
-        ask: &Ask,
-    ) -> Result<Vec<Vec<String>>, CurriculumError> {
-        let lm = self.model;
-        let mut encoded = Vec::with_capacity(prompts.len());
-        for p in prompts {
-            encoded.push(lm.tokenizer.encode(&lm.chat_template.render(p, true)?)?);
-        }
-        // Similar lengths together: less padding; the order is restored below.
-        let mut order: Vec<usize> = (0..prompts.len()).collect();
-        order.sort_by_key(|&i| encoded[i].len());
-        let mut stops = lm.chat_template.stop_strings();
-        stops.push("\n".into());
-        let mut out: Vec<Vec<String>> = vec![Vec::new(); prompts.len()];
-        for chunk in order.chunks(self.batch_size.max(1)) {
-            let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
-            let cfg = GenerationConfig {
-                max_new_tokens: ask.max_new_tokens,
-                temperature: ask.temperature,
-                // Seeded by the chunk's first prompt too: the same prompts give the same answers.
-                seed: splitmix64(ask.seed ^ chunk[0] as u64),
-                stop_strings: stops.clone(),
-                num_return_sequences: ask.n,
-                ..GenerationConfig::default()
-            };
-            let gens = generate(&lm.model, &lm.tokenizer, &batch, &cfg, &mut |_, _| {})?;
-            for (k, g) in gens.into_iter().enumerate() {
-                out[chunk[k / ask.n]].push(g.text.trim().to_owned());
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Probe results on disk, one JSONL file per answerer identity, settings and facts.
+/// Probe results on disk, one JSONL file per identity of who answered, settings and facts.
 #[derive(Clone, Debug)]
 pub struct ProbeCache {
     /// The folder holding the cache files.
@@ -423,21 +342,22 @@ impl ProbeCache {
         self.dir.join(format!("probe-{}.jsonl", &hash[..24]))
     }
 
-    /// [`probe_facts`], answered from the cache when this answerer was asked the same before. Returns the
-    /// results and whether they came from the cache.
+    /// [`probe_facts`], answered from the cache when the same `identity` (who answers: [`model_identity`])
+    /// was asked the same before. Returns the results and whether they came from the cache.
     pub fn probe(
         &self,
-        answerer: &mut dyn Answerer,
+        generator: &mut dyn Generator,
+        identity: &str,
         facts: &[Fact],
         pool: &[Fact],
         settings: &ProbeSettings,
         on_progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(Vec<Knowledge>, bool), CurriculumError> {
-        let path = self.path(&answerer.identity(), facts, pool, settings);
+        let path = self.path(identity, facts, pool, settings);
         if path.is_file() {
             return Ok((read_knowledge(&path)?, true));
         }
-        let found = probe_facts(answerer, facts, pool, settings, on_progress)?;
+        let found = probe_facts(generator, facts, pool, settings, on_progress)?;
         write_knowledge(&path, &found)?;
         Ok((found, false))
     }
@@ -452,26 +372,18 @@ pub fn write_knowledge(path: &Path, rows: &[Knowledge]) -> Result<(), Curriculum
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    engram_lora::write_file_atomically(path, engram_eval::harness::jsonl(rows).as_bytes())
-        .map_err(io)
+    Ok(engram_model::formats::jsonl::write_jsonl(path, rows)?)
 }
 
 /// Reads probe results (a categories file); a bad line is an error naming the file and line.
 pub fn read_knowledge(path: &Path) -> Result<Vec<Knowledge>, CurriculumError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CurriculumError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    engram_eval::harness::parse_jsonl(&text).map_err(|(line, message)| CurriculumError::Parse {
-        path: path.to_path_buf(),
-        line,
-        message,
-    })
+    Ok(engram_model::formats::jsonl::read_jsonl_strict(path)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use engram_model::{Completion, ModelError};
     use std::collections::HashMap;
 
     /// Scripted answers: per question, the greedy answer of each successive prompt and the successive
@@ -484,15 +396,15 @@ mod tests {
         sample_draws: usize,
     }
 
-    impl Answerer for Scripted {
-        fn identity(&self) -> String {
+    impl Generator for Scripted {
+        fn name(&self) -> String {
             "scripted".into()
         }
-        fn answer(
+        fn complete(
             &mut self,
             prompts: &[Vec<Message>],
-            ask: &Ask,
-        ) -> Result<Vec<Vec<String>>, CurriculumError> {
+            ask: &Sampling,
+        ) -> Result<Vec<Completion>, ModelError> {
             self.calls += 1;
             let greedy = ask.temperature == 0.0;
             let (draw, script) = if greedy {
@@ -502,11 +414,13 @@ mod tests {
             };
             let out = prompts
                 .iter()
-                .map(|p| {
+                .flat_map(|p| {
                     let s = &script[&p.last().unwrap().content];
-                    (0..ask.n)
-                        .map(|j| s[(draw + if greedy { 0 } else { j }) % s.len()].to_string())
-                        .collect()
+                    (0..ask.n).map(move |j| Completion {
+                        text: s[(draw + if greedy { 0 } else { j }) % s.len()].to_string(),
+                        tokens: 1,
+                        finished: true,
+                    })
                 })
                 .collect();
             if greedy {
@@ -619,16 +533,20 @@ mod tests {
     #[test]
     fn a_short_answerer_is_an_error() {
         struct Short;
-        impl Answerer for Short {
-            fn identity(&self) -> String {
+        impl Generator for Short {
+            fn name(&self) -> String {
                 "short".into()
             }
-            fn answer(
+            fn complete(
                 &mut self,
                 _: &[Vec<Message>],
-                _: &Ask,
-            ) -> Result<Vec<Vec<String>>, CurriculumError> {
-                Ok(vec![vec!["x".into()]])
+                _: &Sampling,
+            ) -> Result<Vec<Completion>, ModelError> {
+                Ok(vec![Completion {
+                    text: "x".into(),
+                    tokens: 1,
+                    finished: true,
+                }])
             }
         }
         let (facts, _) = scripted();
@@ -687,12 +605,26 @@ mod tests {
             ..Default::default()
         };
         let (first, hit) = cache
-            .probe(&mut s, &facts, &facts, &settings, &mut |_, _| {})
+            .probe(
+                &mut s,
+                "scripted",
+                &facts,
+                &facts,
+                &settings,
+                &mut |_, _| {},
+            )
             .unwrap();
         assert!(!hit);
         let calls = s.calls;
         let (again, hit) = cache
-            .probe(&mut s, &facts, &facts, &settings, &mut |_, _| {})
+            .probe(
+                &mut s,
+                "scripted",
+                &facts,
+                &facts,
+                &settings,
+                &mut |_, _| {},
+            )
             .unwrap();
         assert!(hit);
         assert_eq!(s.calls, calls, "a re-run asks nothing");
@@ -708,7 +640,14 @@ mod tests {
         let path = cache.path("scripted", &facts, &facts, &settings);
         std::fs::write(&path, "{\"id\": 3}\n").unwrap();
         let e = cache
-            .probe(&mut s, &facts, &facts, &settings, &mut |_, _| {})
+            .probe(
+                &mut s,
+                "scripted",
+                &facts,
+                &facts,
+                &settings,
+                &mut |_, _| {},
+            )
             .unwrap_err();
         assert!(e.to_string().contains(":1:"), "{e}");
     }
@@ -720,7 +659,7 @@ mod tests {
             domain: "d".into(),
             context: "c".into(),
             questions: (0..n)
-                .map(|k| engram_eval::Question {
+                .map(|k| engram_inject::Question {
                     kind: QuestionKind::Direct,
                     question: format!("q{k}"),
                     answer: format!("a{k}"),

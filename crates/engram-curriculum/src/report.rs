@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use engram_eval::bootstrap_mean;
+use engram_inject::bootstrap_mean;
 
 use crate::{Category, GradualReport};
 

@@ -43,12 +43,33 @@ pub enum DistillError {
     /// Generating the self-QA pairs failed.
     #[error(transparent)]
     Replay(#[from] engram_replay::ReplayError),
-    /// Fine-tuning or another evaluation-crate step failed.
+    /// Training, or another step of the injection seam, failed.
     #[error(transparent)]
-    Eval(#[from] engram_eval::EvalError),
+    Inject(#[from] engram_inject::InjectError),
+    /// The training run failed.
+    #[error(transparent)]
+    Train(#[from] engram_train::TrainError),
     /// Attaching, training or saving the adapter failed.
     #[error(transparent)]
     Lora(#[from] engram_lora::LoraError),
+    /// Generating (the teacher's answers) failed.
+    #[error(transparent)]
+    Model(#[from] engram_model::ModelError),
+    /// A JSONL file (records, targets) could not be read.
+    #[error(transparent)]
+    Jsonl(#[from] engram_model::formats::jsonl::JsonlError),
+}
+
+impl From<DistillError> for engram_inject::InjectError {
+    fn from(e: DistillError) -> Self {
+        match e {
+            DistillError::Inject(e) => e,
+            DistillError::Replay(e) => e.into(),
+            DistillError::Train(e) => e.into(),
+            DistillError::Model(e) => Self::Model(e),
+            other => Self::Method(Box::new(other)),
+        }
+    }
 }
 
 impl DistillError {

@@ -14,8 +14,8 @@
 //!   the same weights with adapters switched off — once per target, caching its distributions.
 //! - [`objective`]: [`Distill`], an [`engram_train::Objective`], so training, checkpoints and adapter files
 //!   are the engine's.
-//! - [`method`]: `self-param`, an evaluation [`engram_eval::Method`] (single, batch and sequential modes;
-//!   `engram inject --method self-param`).
+//! - [`method`]: `self-param`, an [`engram_inject::Method`] built by the [`SelfParams`] family (single, batch
+//!   and sequential modes; `engram inject --method self-param`).
 #![warn(missing_docs)]
 
 mod error;
@@ -27,7 +27,9 @@ pub mod teacher;
 
 pub use error::DistillError;
 pub use kl::{KlOutput, KlReduction, TeacherDist, kl_divergence, kl_divergence_logits, kl_loss};
-pub use method::{DistillReport, DistillSettings, QaAnswers, SelfParam, register, teacher_answers};
+pub use method::{
+    DistillReport, DistillSettings, QaAnswers, SelfParam, SelfParams, teacher_answers,
+};
 pub use objective::{Distill, DistillBatch, DistillBatches};
 pub use target::{Target, TargetKind};
 pub use teacher::{Prepared, TeacherConfig, align, prepare};

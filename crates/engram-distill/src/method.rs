@@ -1,4 +1,4 @@
-//! `self-param` as an evaluation [`Method`]: self-QA records from the replay crate, context continuations and
+//! `self-param` as an injection [`Method`]: self-QA records from the replay crate, context continuations and
 //! regulariser text become targets; the base model reading the context is the teacher; a LoRA adapter is
 //! trained by KL distillation, through the same training engine and adapter files as every other method.
 
@@ -6,16 +6,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use engram_data::{BatchConfig, Batcher};
-use engram_eval::method::{InjectEnv, train_objective};
-use engram_eval::probe::user_turn;
-use engram_eval::{EvalError, FineTuneSettings, Injection, Item, Method, Registry};
-use engram_lora::write_file_atomically;
+use engram_inject::{
+    Family, FamilyKind, FineTuneSettings, InjectEnv, InjectError, Injection, Item, Method,
+    MethodInfo, Registry, user_turn,
+};
+use engram_model::formats::atomic::write_file_atomically;
 use engram_replay::text::clean_generation;
 use engram_replay::{
-    Cached, Format, GenerationCache, Generator, ModelGenerator, ReplayError, ReplaySettings,
-    Sampling, SelfQa, Source, replay_once,
+    Cached, Format, GenerationCache, Generator, ModelGenerator, ReplaySettings, Sampling, SelfQa,
+    Source, replay_once,
 };
 use engram_tokenizer::Message;
+use engram_train::sft::{Job, train_objective};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -89,12 +91,10 @@ pub fn teacher_answers(
         .collect())
 }
 
-/// How `self-param` builds its targets and trains.
+/// How `self-param` builds its targets (its self-QA generation and training budget are the replay methods'
+/// [`ReplaySettings`], its LoRA and optimiser the registry's [`FineTuneSettings`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DistillSettings {
-    /// Self-QA generation (n, temperature, seed), LoRA and optimiser, and the training budget
-    /// (`examples_per_item`: target sequences seen per item, so compute matches the replay methods).
-    pub replay: ReplaySettings,
     /// Context continuations per item.
     pub continuations: usize,
     /// Regulariser windows per item, and their length in words.
@@ -123,7 +123,6 @@ impl Default for DistillSettings {
     /// sequential mode.
     fn default() -> Self {
         Self {
-            replay: ReplaySettings::default(),
             continuations: 8,
             regulariser: 4,
             regulariser_words: 48,
@@ -141,7 +140,6 @@ impl Default for DistillSettings {
 impl DistillSettings {
     /// Checks ranges, naming the option.
     pub fn validate(&self) -> Result<(), DistillError> {
-        self.replay.validate()?;
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err(DistillError::option(
                 "kl-temperature",
@@ -169,7 +167,6 @@ impl DistillSettings {
     /// The settings as JSON, for run manifests.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "replay": self.replay.to_json(),
             "continuations": self.continuations,
             "regulariser": self.regulariser,
             "regulariser_words": self.regulariser_words,
@@ -203,8 +200,13 @@ pub struct DistillReport {
 
 /// SELF-PARAM (Wang et al., ICLR 2025).
 pub struct SelfParam {
-    /// How targets are built and the student trained.
+    /// How targets are built.
     pub settings: DistillSettings,
+    /// Self-QA generation (n, temperature, seed) and the training budget (`examples_per_item`: target
+    /// sequences seen per item, so compute matches the replay methods).
+    pub replay: ReplaySettings,
+    /// LoRA, optimiser and batches (the length is set from the budget).
+    pub finetune: FineTuneSettings,
     /// Every source of the dataset (unused by self-QA, kept for the replay seam).
     pub dataset: Vec<Source>,
     /// Shared with the replay methods of the same registry: the self-QA generations are made once.
@@ -239,7 +241,7 @@ impl SelfParam {
                     .filter(|(_, a)| !a.trim().is_empty())
                     .collect();
             }
-            let seed = s.replay.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let seed = self.replay.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             targets.extend(qa_targets(&item.id, &item.context, &pairs));
             targets.extend(continuation_targets(
                 &item.id,
@@ -265,7 +267,7 @@ impl SelfParam {
                     .into_iter()
                     .filter(|t| t.kind == TargetKind::Qa)
                     .collect();
-                earlier.shuffle(&mut StdRng::seed_from_u64(s.replay.seed ^ 0x5eed));
+                earlier.shuffle(&mut StdRng::seed_from_u64(self.replay.seed ^ 0x5eed));
                 earlier.truncate(s.replay_previous);
                 targets.extend(earlier);
             }
@@ -281,8 +283,10 @@ impl SelfParam {
         out: &Path,
     ) -> Result<Injection, DistillError> {
         self.settings.validate()?;
+        self.replay.validate()?;
         let s = &self.settings;
-        let protocol = SelfQa::new(s.replay.n / 2, s.replay.temperature, s.replay.seed);
+        let r = &self.replay;
+        let protocol = SelfQa::new(r.n / 2, r.temperature, r.seed);
         let records = replay_once(
             &*env.model,
             &protocol,
@@ -314,11 +318,11 @@ impl SelfParam {
             &TeacherConfig {
                 temperature: s.temperature,
                 top_k: s.top_k,
-                max_len: s.replay.finetune.max_len,
+                max_len: self.finetune.batching.max_len,
                 batch_size: 4,
             },
         )?;
-        let epochs = s.replay.epochs(prepared.student.len(), items.len());
+        let epochs = r.epochs(prepared.student.len(), items.len());
         let mut report = DistillReport {
             dropped: prepared.dropped,
             target_tokens: prepared.target_tokens,
@@ -346,17 +350,14 @@ impl SelfParam {
         let batcher = Batcher::new(
             prepared.student,
             BatchConfig {
-                batch_size: s.replay.finetune.batch_size,
-                max_len: s.replay.finetune.max_len,
+                batch_size: self.finetune.batching.batch_size,
+                max_len: self.finetune.batching.max_len,
                 packing: false,
-                seed: s.replay.seed,
+                seed: r.seed,
                 pad_id: lm.tokenizer.padding_id(),
             },
         )?;
-        let settings = FineTuneSettings {
-            epochs,
-            ..s.replay.finetune.clone()
-        };
+        let settings = self.finetune.for_epochs(epochs);
         let data_id = format!(
             "sha256:{:x} ({} targets), {}, previous {:?}",
             Sha256::digest(jsonl.as_bytes()),
@@ -377,9 +378,9 @@ impl SelfParam {
             temperature: s.temperature,
             reduction: s.reduction,
         };
-        Ok(train_objective(
-            env, &settings, previous, out, data_id, &objective, &source,
-        )?)
+        let job = Job::in_folder(out, previous, data_id);
+        train_objective(env.model, &settings, job, &objective, &source, env.on_step)?;
+        Ok(Injection::Adapter(out.to_path_buf()))
     }
 }
 
@@ -399,31 +400,99 @@ impl Method for SelfParam {
         items: &[Item],
         previous: Option<&Path>,
         out: &Path,
-    ) -> Result<Injection, EvalError> {
-        if out.join(engram_lora::CONFIG_FILE).is_file() {
+    ) -> Result<Injection, InjectError> {
+        if self.finished(out) {
             return Ok(Injection::Adapter(out.to_path_buf()));
         }
-        self.run(env, items, previous, out).map_err(|e| match e {
-            DistillError::Eval(e) | DistillError::Replay(ReplayError::Eval(e)) => e,
-            other => EvalError::Method {
-                method: "self-param".into(),
-                source: Box::new(other),
-            },
+        Ok(self.run(env, items, previous, out)?)
+    }
+    fn settings_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "finetune": self.finetune.to_json(),
+            "replay": self.replay.to_json(),
+            "distill": self.settings.to_json(),
         })
+    }
+    fn report(&self, out: &Path) -> Result<Option<String>, InjectError> {
+        let path = out.join(DISTILL_REPORT_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(None);
+        };
+        let r: DistillReport = serde_json::from_str(&text).map_err(|e| InjectError::Dataset {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Some(r.summary()))
     }
 }
 
-/// Registers `self-param` with `settings`, generating through `cache` (share it with
-/// [`engram_replay::register`]'s methods).
-pub fn register(
-    registry: &mut Registry,
-    settings: &DistillSettings,
-    dataset: &[Item],
-    cache: &GenerationCache,
-) {
-    registry.register(Box::new(SelfParam {
-        settings: settings.clone(),
-        dataset: dataset.iter().map(Source::from).collect(),
-        cache: cache.clone(),
-    }));
+impl DistillReport {
+    /// One line: the targets per kind, the teacher cache and the epochs.
+    pub fn summary(&self) -> String {
+        let kinds: Vec<String> = self
+            .targets
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        format!(
+            "distillation targets: {} ({} target tokens, {} dropped); teacher cache {:.1} MB in {:.1} s; {} epochs",
+            kinds.join(", "),
+            self.target_tokens,
+            self.dropped,
+            self.cache_bytes as f64 / 1e6,
+            self.teacher_seconds,
+            self.epochs
+        )
+    }
+}
+
+/// SELF-PARAM's family: builds `self-param` for the registry.
+#[derive(Clone)]
+pub struct SelfParams {
+    /// How targets are built.
+    pub settings: DistillSettings,
+    /// Self-QA generation and the training budget, shared with the replay methods.
+    pub replay: ReplaySettings,
+    /// Every source of the dataset.
+    pub dataset: Vec<Source>,
+    /// Shared with the replay methods: the self-QA generations are made once.
+    pub cache: GenerationCache,
+}
+
+impl SelfParams {
+    /// The family for a dataset's items, generating through `cache` (share it with the replay family).
+    pub fn new(
+        settings: DistillSettings,
+        replay: ReplaySettings,
+        dataset: &[Item],
+        cache: &GenerationCache,
+    ) -> Self {
+        Self {
+            settings,
+            replay,
+            dataset: dataset.iter().map(Source::from).collect(),
+            cache: cache.clone(),
+        }
+    }
+}
+
+impl Family for SelfParams {
+    fn kind(&self) -> FamilyKind {
+        FamilyKind::Distill
+    }
+    fn build(
+        &self,
+        _: &MethodInfo,
+        finetune: &FineTuneSettings,
+        _: &Registry,
+    ) -> Result<Box<dyn Method>, InjectError> {
+        self.settings.validate()?;
+        Ok(Box::new(SelfParam {
+            settings: self.settings.clone(),
+            replay: self.replay.clone(),
+            finetune: finetune.clone(),
+            dataset: self.dataset.clone(),
+            cache: self.cache.clone(),
+        }))
+    }
 }

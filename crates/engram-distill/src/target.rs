@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use engram_data::Example;
-use engram_eval::probe::user_turn;
+use engram_inject::user_turn;
 use engram_replay::Record;
 use engram_tokenizer::Message;
 use rand::rngs::StdRng;
@@ -212,20 +212,12 @@ fn sentence_windows(text: &str, words: usize) -> Vec<String> {
 
 /// Targets as JSONL, one per line.
 pub fn targets_jsonl(targets: &[Target]) -> String {
-    engram_eval::harness::jsonl(targets)
+    engram_model::formats::jsonl::to_jsonl(targets)
 }
 
 /// Reads a targets file written by [`targets_jsonl`]; a malformed line is an error naming it.
 pub fn read_targets(path: &Path) -> Result<Vec<Target>, DistillError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DistillError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    engram_eval::harness::parse_jsonl(&text).map_err(|(line, message)| DistillError::Parse {
-        path: path.to_path_buf(),
-        line,
-        message,
-    })
+    Ok(engram_model::formats::jsonl::read_jsonl_strict(path)?)
 }
 
 #[cfg(test)]

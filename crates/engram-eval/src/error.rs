@@ -14,26 +14,6 @@ pub enum EvalError {
         /// The underlying I/O error.
         source: std::io::Error,
     },
-    /// A malformed item: `field` is a path into the JSON object (`questions[2].answer`), empty for the line.
-    #[error("{}:{line}: {}{message}", path.display(), if field.is_empty() { String::new() } else { format!("field `{field}`: ") })]
-    Item {
-        /// The items file.
-        path: PathBuf,
-        /// 1-based line of the item.
-        line: usize,
-        /// Path to the offending field, empty when the line as a whole is bad.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A dataset that is wrong as a whole: no items, or a `splits.json` that does not parse or match the items.
-    #[error("{}: {message}", path.display())]
-    Dataset {
-        /// The items or splits file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
     /// An option out of range or unknown.
     #[error("invalid option `{name}` = {value}: {reason}")]
     Option {
@@ -52,14 +32,17 @@ pub enum EvalError {
         /// What is wrong.
         reason: String,
     },
-    /// A method's own failure (a replay generator that cannot be reached, ...).
+    /// A method failed while injecting.
     #[error("method `{method}`: {source}")]
     Method {
         /// The method's name.
         method: String,
         /// Its error.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: Box<engram_inject::InjectError>,
     },
+    /// Reading items, or another step of the injection seam, failed.
+    #[error(transparent)]
+    Inject(Box<engram_inject::InjectError>),
     /// Loading or running the model failed.
     #[error(transparent)]
     Model(#[from] engram_model::ModelError),
@@ -72,4 +55,10 @@ pub enum EvalError {
     /// A training run failed.
     #[error(transparent)]
     Train(#[from] engram_train::TrainError),
+}
+
+impl From<engram_inject::InjectError> for EvalError {
+    fn from(e: engram_inject::InjectError) -> Self {
+        Self::Inject(Box::new(e))
+    }
 }

@@ -8,19 +8,20 @@
 //! data and metrics), then `summary.json`, `report.md` and the SVG plots written by [`crate::report`].
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use engram_lora::{Adapters, load_adapter, write_file_atomically};
+use engram_inject::{InjectEnv, Injection, Method};
+use engram_lora::{Adapters, load_adapter};
 use engram_model::LoadedModel;
+use engram_model::formats::atomic::write_file_atomically;
+use engram_model::formats::jsonl::{self, JsonlError};
 use engram_train::StepMetrics;
 use serde::{Deserialize, Serialize};
 
 use crate::locality::{
     LocalityBaseline, LocalityScores, LocalitySet, locality_baseline, locality_scores,
 };
-use crate::method::{InjectEnv, Injection, Method};
 use crate::probe::{Asker, ProbeConfig, QuestionScores, probe_questions};
 use crate::{EvalError, Item, QuestionKind};
 
@@ -124,6 +125,75 @@ pub struct RunManifest {
     pub locality_questions: usize,
     /// The model's display name.
     pub model: String,
+}
+
+impl RunManifest {
+    /// What a run of `methods` on `items` asks; each training method's settings are recorded under its name
+    /// ([`Method::settings_json`]), so a resumed run must use the same.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dataset: &str,
+        split: &str,
+        mode: Mode,
+        items: &[Item],
+        methods: &[Box<dyn Method>],
+        probe: ProbeConfig,
+        locality_questions: usize,
+        model: &Path,
+    ) -> Self {
+        let settings: serde_json::Map<String, serde_json::Value> = methods
+            .iter()
+            .filter(|m| m.trains())
+            .map(|m| (m.name().to_owned(), m.settings_json()))
+            .collect();
+        Self {
+            dataset: dataset.into(),
+            split: split.into(),
+            mode,
+            item_ids: items.iter().map(|i| i.id.clone()).collect(),
+            methods: methods.iter().map(|m| m.name().to_owned()).collect(),
+            probe,
+            settings: settings.into(),
+            locality_questions,
+            model: model
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| model.display().to_string()),
+        }
+    }
+}
+
+/// The notes the methods wrote about their injections ([`Method::report`]), as Markdown sections: one per
+/// training method, on its batch adapter, its last sequential step or its first single-mode item.
+pub fn method_notes(
+    out: &Path,
+    methods: &[Box<dyn Method>],
+    mode: Mode,
+    items: usize,
+) -> Result<String, EvalError> {
+    let mut text = String::new();
+    for m in methods.iter().filter(|m| m.trains()) {
+        let Some(unit) = units(m.as_ref(), mode, items, 0).pop() else {
+            continue;
+        };
+        let unit = match mode {
+            Mode::Single => "item-000".to_owned(),
+            _ => unit.name,
+        };
+        let dir = out.join("adapters").join(m.name()).join(&unit);
+        let note = m.report(&dir).map_err(|source| EvalError::Method {
+            method: m.name().to_owned(),
+            source: Box::new(source),
+        })?;
+        if let Some(note) = note {
+            text.push_str(&format!(
+                "\n## {} ({unit})\n\n{}\n",
+                m.name(),
+                note.trim_end()
+            ));
+        }
+    }
+    Ok(text)
 }
 
 /// Everything a run needs besides the model and the methods.
@@ -262,62 +332,37 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
 /// Reads a JSONL file of `T` rows; a missing file is empty. A line cut short by an interruption (the last
 /// one, not ending in a newline) is dropped; any other bad line is an error naming it.
 pub fn read_rows<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, EvalError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(path)(e)),
-    };
-    let complete = match text.rfind('\n') {
-        Some(i) => &text[..=i],
-        None => "",
-    };
-    parse_jsonl(complete).map_err(|(line, e)| EvalError::Run {
-        path: path.to_path_buf(),
-        reason: format!("line {line}: {e}"),
-    })
+    jsonl::read_jsonl(path).map_err(rows_error)
 }
 
-/// Parses JSONL text into `T` rows, blank lines skipped; a bad line is `Err((its 1-based number, message))`,
-/// for the caller to name its file in its own error type.
-pub fn parse_jsonl<T: for<'de> Deserialize<'de>>(text: &str) -> Result<Vec<T>, (usize, String)> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| (i + 1, e.to_string())))
-        .collect()
-}
-
-/// Rows as JSONL text, one per line.
-pub fn jsonl<T: Serialize>(rows: &[T]) -> String {
-    let mut text = String::new();
-    for r in rows {
-        text.push_str(&serde_json::to_string(r).expect("rows serialize"));
-        text.push('\n');
+fn rows_error(e: JsonlError) -> EvalError {
+    match e {
+        JsonlError::Io { path, source } => EvalError::Io { path, source },
+        JsonlError::Parse {
+            path,
+            line,
+            message,
+        } => EvalError::Run {
+            path,
+            reason: format!("line {line}: {message}"),
+        },
     }
-    text
 }
 
 fn write_rows<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), EvalError> {
-    write_file_atomically(path, jsonl(rows).as_bytes()).map_err(io(path))
+    jsonl::write_jsonl(path, rows).map_err(rows_error)
 }
 
 fn append_rows<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), EvalError> {
-    let text = jsonl(rows);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io(path))?;
     // One write per unit: an interruption leaves at most one partial line, which `read_rows` drops.
-    f.write_all(text.as_bytes()).map_err(io(path))?;
-    f.sync_data().map_err(io(path))
+    jsonl::append_jsonl(path, rows).map_err(rows_error)
 }
 
 /// Runs (or resumes) the evaluation in `spec.out`. Returns every result row and locality row. The time spent
 /// is added to `OUT/elapsed.json` after every unit ([`elapsed_seconds`] reads it).
 pub fn run_eval(
     lm: &mut LoadedModel,
-    methods: &[&dyn Method],
+    methods: &[Box<dyn Method>],
     spec: &RunSpec,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Vec<ResultRow>, Vec<LocalityRow>), EvalError> {
@@ -334,7 +379,10 @@ pub fn run_eval(
     let mut loc_rows: Vec<LocalityRow> = read_rows(&locality_path)?;
     let plan: Vec<(&dyn Method, Vec<Unit>)> = methods
         .iter()
-        .map(|&m| (m, units(m, spec.manifest.mode, n, spec.locality_units)))
+        .map(|m| {
+            let m = m.as_ref();
+            (m, units(m, spec.manifest.mode, n, spec.locality_units))
+        })
         .collect();
     let expected =
         |u: &Unit| -> usize { u.ask.iter().map(|&i| spec.items[i].questions.len()).sum() };
@@ -398,7 +446,12 @@ pub fn run_eval(
                     model: lm,
                     on_step: &mut on_step,
                 };
-                method.inject(&mut env, &inject, previous.as_deref(), &dir)?
+                method
+                    .inject(&mut env, &inject, previous.as_deref(), &dir)
+                    .map_err(|source| EvalError::Method {
+                        method: name.to_owned(),
+                        source: Box::new(source),
+                    })?
             };
             // A method must leave the base model bare; make sure before attaching the result.
             for a in lm.model.adapter_names() {
@@ -597,7 +650,7 @@ pub fn select_items(items: &[Item], ids: Option<&[String]>, limit: Option<usize>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::{FineTune, FineTuneSettings, Prompted};
+    use engram_inject::{FineTune, FineTuneSettings, Prompted};
 
     fn item(id: &str, domain: &str) -> Item {
         Item {

@@ -3,6 +3,8 @@
 //! tokens that are still the argmax (EasyEdit's locality); and the perplexity of plain general text.
 
 use engram_model::{ModelError, generate};
+
+use crate::EvalError;
 use serde::{Deserialize, Serialize};
 
 use crate::likelihood::{Continuation, score_continuations};
@@ -60,6 +62,26 @@ pub struct LocalitySet {
 }
 
 impl LocalitySet {
+    /// The shipped locality set: the first question of `questions` trivia items of its test split (taken
+    /// round-robin over domains) and every general text for perplexity (which includes the texts SELF-PARAM's
+    /// regulariser reads, [`crate::shipped::regulariser_texts`]).
+    pub fn shipped(questions: usize) -> Result<Self, EvalError> {
+        let t = crate::shipped::trivia()?;
+        let test = t.split_ids("test")?;
+        let items = crate::select_items(&t.items, test, Some(questions));
+        Ok(Self {
+            questions: items
+                .into_iter()
+                .map(|i| {
+                    let q = i.questions[0].clone();
+                    (i, q)
+                })
+                .collect(),
+            texts: crate::shipped::general_texts(),
+            window: 256,
+        })
+    }
+
     fn pairs(&self) -> Vec<(&Item, &Question)> {
         self.questions.iter().map(|(i, q)| (i, q)).collect()
     }

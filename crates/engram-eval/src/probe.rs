@@ -5,7 +5,7 @@
 //! Every condition is asked the same way: one user turn holding the question — after the item's context and a
 //! blank line when the context is in the prompt (`icl`) — rendered with the model's chat template.
 
-use engram_model::{GenerationConfig, Llama, ModelError, generate};
+use engram_model::{Llama, ModelError, generate};
 use engram_tokenizer::{ChatTemplate, Message, Tokenizer};
 use serde::{Deserialize, Serialize};
 
@@ -69,30 +69,7 @@ pub struct QuestionScores {
     pub f1: f64,
 }
 
-/// How an answer is generated, for questions and locality alike: greedy, cut at the end of the first line.
-pub fn answer_config(max_new_tokens: usize) -> GenerationConfig {
-    GenerationConfig {
-        stop_strings: vec!["\n".into()],
-        ..GenerationConfig::greedy(max_new_tokens)
-    }
-}
-
-/// The user turn for `question`, with `context` before it when given.
-pub fn user_turn(context: Option<&str>, question: &str) -> String {
-    match context {
-        Some(c) => format!("{c}\n\n{question}"),
-        None => question.to_owned(),
-    }
-}
-
-/// The chat prompt (ending with the assistant header) for `question`.
-pub fn chat_prompt(
-    template: &ChatTemplate,
-    context: Option<&str>,
-    question: &str,
-) -> Result<String, ModelError> {
-    Ok(template.render(&[Message::user(user_turn(context, question))], true)?)
-}
+pub use engram_inject::prompt::{answer_config, chat_prompt, user_turn};
 
 const LETTERS: [&str; 4] = ["A", "B", "C", "D"];
 

@@ -30,8 +30,8 @@
 use std::collections::HashSet;
 
 use crate::EvalError;
-use crate::dataset::{Item, Question, QuestionKind, Splits};
 use QuestionKind::{Direct, Implication, Paraphrase, Reversal};
+use engram_inject::{Item, Question, QuestionKind, Splits};
 
 /// The domains, in output order; an item's `domain` field is one of these.
 pub const DOMAINS: [&str; 4] = ["comparisons", "categories", "properties", "roles"];
@@ -1483,7 +1483,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::dataset::{parse_items, parse_splits};
+    use engram_inject::{parse_items, parse_splits};
 
     fn config(seed: u64, items_per_domain: usize) -> RelationsConfig {
         RelationsConfig {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use engram_lora::write_file_atomically;
+use engram_model::formats::atomic::write_file_atomically;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -653,6 +653,12 @@ pub fn retention_chart(s: &Summary) -> Result<Option<String>, EvalError> {
 
 /// Writes `summary.json`, `report.md`, `kinds.svg` and (sequential) `retention.svg` into `out`, atomically.
 pub fn write_report(out: &Path, s: &Summary) -> Result<(), EvalError> {
+    write_report_with_notes(out, s, "")
+}
+
+/// [`write_report`], with `notes` (Markdown sections, e.g. [`crate::method_notes`]) at the end of
+/// `report.md`.
+pub fn write_report_with_notes(out: &Path, s: &Summary, notes: &str) -> Result<(), EvalError> {
     let write = |name: &str, text: &str| {
         let p = out.join(name);
         write_file_atomically(&p, text.as_bytes())
@@ -662,7 +668,7 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<(), EvalError> {
         "summary.json",
         &serde_json::to_string_pretty(s).expect("summary serializes"),
     )?;
-    write("report.md", &render_markdown(s))?;
+    write("report.md", &(render_markdown(s) + notes))?;
     write("kinds.svg", &kinds_chart(s)?)?;
     if let Some(r) = retention_chart(s)? {
         write("retention.svg", &r)?;

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{parse_items, parse_splits, read_items, read_splits};
 use crate::{EvalError, Item, Splits};
+use engram_inject::{parse_items, parse_splits, read_items, read_splits};
 
 /// A dataset ready to evaluate: its items and, when it has them, its fixed splits.
 #[derive(Clone, Debug)]

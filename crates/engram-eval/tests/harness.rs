@@ -63,11 +63,8 @@ fn runs_resumes_and_refuses_another_run() {
     let mut lm = model();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let settings = FineTuneSettings {
-        epochs: 1,
-        ..FineTuneSettings::default()
-    };
-    let registry = Registry::with_baselines(&settings);
+    let settings = FineTuneSettings::default().with_length(engram_train::Length::Epochs(1));
+    let registry = Registry::new(settings.clone());
     let methods = registry
         .select(&["base".into(), "icl".into(), "naive-ft".into()])
         .unwrap();

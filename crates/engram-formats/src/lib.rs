@@ -10,12 +10,17 @@
 //! - [`reference`](mod@reference): a plain, slow f32 llama/qwen2 forward pass over any [`WeightSource`], straight
 //!   from the Hugging Face definition, to check the Burn model and the loaders independently (tests, debugging).
 //! - [`testing`]: random tiny models in memory, for the tests of the crates built on this one.
+//! - [`atomic`] and [`jsonl`]: the plumbing every later crate writes with — files and folders replaced
+//!   atomically (nothing already written is ever half overwritten) and JSON Lines read, written and appended
+//!   with errors naming file and line.
 #![warn(missing_docs)]
 
+pub mod atomic;
 mod config;
 mod error;
 pub mod gguf;
 pub mod hf;
+pub mod jsonl;
 pub mod reference;
 mod staging;
 pub mod testing;

@@ -11,8 +11,8 @@ use engram_model::formats::hf::{decode_f32, f32_safetensors};
 use safetensors::SafeTensors;
 
 use crate::adapters::{Factor, attach, low_rank, split_module};
-use crate::atomic::write_file_atomically;
 use crate::{Adapters, LoraConfig, LoraError};
+use engram_model::formats::atomic::write_file_atomically;
 
 /// The adapter configuration file inside an adapter folder, as PEFT names it.
 pub const CONFIG_FILE: &str = "adapter_config.json";

@@ -16,13 +16,11 @@
 #![warn(missing_docs)]
 
 mod adapters;
-mod atomic;
 mod config;
 mod error;
 mod files;
 
 pub use adapters::{AdapterSummary, Adapters, Factor, peft_key};
-pub use atomic::{write_dir_atomically, write_file_atomically, write_file_synced};
 pub use config::{LINEAR_MODULES, LoraConfig, TargetModules};
 pub use error::LoraError;
 pub use files::{CONFIG_FILE, WEIGHTS_FILE, load_adapter, read_adapter_config, save_adapter};

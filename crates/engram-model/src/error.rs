@@ -33,6 +33,14 @@ pub enum ModelError {
         /// Why it is rejected.
         reason: String,
     },
+    /// An OpenAI-compatible endpoint failed or answered something unusable.
+    #[error("{url}: {message}")]
+    Http {
+        /// The request URL.
+        url: String,
+        /// What went wrong (status and body, or the transport error, after the retries).
+        message: String,
+    },
     /// A device that does not exist or that this build cannot use.
     #[error("device `{device}`: {reason}")]
     Device {

@@ -11,6 +11,9 @@
 //!   [`KvCache`].
 //! - [`generate`] decodes (greedy, temperature, top-k, top-p, seeded) a batch of prompts with stop strings
 //!   and streaming.
+//! - [`Generator`] is the one seam for chat completions — `n` samples per prompt, sharing its prefill — that
+//!   replay protocols write data through and the knowledge probe asks through: [`ModelGenerator`] (this
+//!   model, batched) or [`HttpGenerator`] (any OpenAI-compatible endpoint).
 //! - [`BaseWeights`]: the frozen linear weights dense or as 8-bit blocks ([`Q8Weight`]), and [`Dtype`]: f32,
 //!   bf16 or f16 weights and activations (adapters, norms and logits stay f32); both chosen at load
 //!   ([`LoadOptions`]).
@@ -22,10 +25,12 @@
 //! The model crate knows nothing of training: adapter management and objectives live in their own crates.
 #![warn(missing_docs)]
 
+mod chat;
 mod device;
 mod error;
 mod export;
 mod generate;
+mod http;
 mod llama;
 mod load;
 mod memory;
@@ -33,12 +38,14 @@ mod precision;
 mod projection;
 
 pub use burn::tensor::Device;
+pub use chat::{Completion, Generator, ModelGenerator, Sampling};
 pub use device::{DeviceSpec, TEST_DEVICE_ENV, tune_allocator};
 pub use error::ModelError;
 pub use export::export_hf_folder;
 pub use generate::{
     FinishReason, Generation, GenerationConfig, PaddedBatch, argmax, generate, left_padded_batch,
 };
+pub use http::HttpGenerator;
 pub use llama::{
     CheckpointSink, DecoderLayer, ForwardInput, ForwardOutput, KvCache, LayerCheckpoint, Llama,
     LlamaModel, Logits, Mlp, RopeTables, SelfAttention,

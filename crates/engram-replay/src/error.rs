@@ -24,14 +24,6 @@ pub enum ReplayError {
         /// Why it is rejected.
         reason: String,
     },
-    /// A generation endpoint that cannot be reached or answers badly.
-    #[error("{url}: {message}")]
-    Http {
-        /// The endpoint's URL.
-        url: String,
-        /// What went wrong (connection error, HTTP status, unexpected body, ...).
-        message: String,
-    },
     /// A malformed line of a replay-data or source file.
     #[error("{}:{line}: {message}", path.display())]
     Parse {
@@ -42,15 +34,28 @@ pub enum ReplayError {
         /// What is wrong.
         message: String,
     },
-    /// Loading the generator model or generating failed.
+    /// Loading the generator model or generating failed (an HTTP endpoint's errors too).
     #[error(transparent)]
     Model(#[from] engram_model::ModelError),
     /// Rendering a chat template or tokenizing failed.
     #[error(transparent)]
     Tokenizer(#[from] engram_tokenizer::TokenizerError),
-    /// Fine-tuning on the records failed (or another evaluation-crate error).
+    /// Fine-tuning on the records, or another step of the injection seam, failed.
     #[error(transparent)]
-    Eval(#[from] engram_eval::EvalError),
+    Inject(#[from] engram_inject::InjectError),
+    /// A JSONL file (records, targets) could not be read.
+    #[error(transparent)]
+    Jsonl(#[from] engram_model::formats::jsonl::JsonlError),
+}
+
+impl From<ReplayError> for engram_inject::InjectError {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::Inject(e) => e,
+            ReplayError::Model(e) => Self::Model(e),
+            other => Self::Method(Box::new(other)),
+        }
+    }
 }
 
 impl ReplayError {

@@ -1,15 +1,17 @@
-//! Replay protocols as evaluation [`Method`]s: replay each item with the base model as the generator, then
-//! fine-tune a LoRA adapter on the records (`sys2-paraphrase`, `sys2-implication`, `sys2-self-qa`,
-//! `sys2-mix`, `aug-ft`, and `sys2-self-qa-prefix`, the same self-QA data with the context as a prefix: the
-//! contextual-shadowing control).
+//! Replay protocols as injection [`Method`]s: replay each item with the base model as the generator, then
+//! fine-tune a LoRA adapter on the records. [`Replays`] is the family the registry builds them from
+//! (`sys2-paraphrase`, `sys2-implication`, `sys2-self-qa`, `sys2-self-qa-prefix`, `sys2-mix`, `aug-ft`: the
+//! names and recipes are listed in `engram_inject::METHODS`).
 
 use std::path::Path;
 use std::time::Instant;
 
-use engram_eval::method::{InjectEnv, train_adapter};
-use engram_eval::{EvalError, FineTuneSettings, Injection, Item, Method, Registry};
-use engram_lora::write_file_atomically;
+use engram_inject::{
+    Family, FamilyKind, FineTuneSettings, InjectEnv, InjectError, Injection, Item, Method,
+    MethodInfo, Protocol, Recipe, Registry, fine_tune,
+};
 use engram_model::LoadedModel;
+use engram_model::formats::atomic::write_file_atomically;
 use serde::{Deserialize, Serialize};
 
 use crate::generator::{Cached, GenerationCache};
@@ -35,6 +37,34 @@ pub struct ReplayReport {
     pub yields: Vec<Yield>,
     /// Wall time of the generation.
     pub seconds: f64,
+}
+
+impl ReplayReport {
+    /// The yield per protocol and the compute, as a plain-text table (what `engram replay` prints).
+    pub fn table(&self) -> String {
+        let mut t = format!(
+            "{:<18} {:>9} {:>6} {:>7} {:>9} {:>9}  dropped\n",
+            "protocol", "generated", "kept", "yield", "rule-made", "tokens"
+        );
+        for y in &self.yields {
+            let dropped: Vec<String> = y.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            t.push_str(&format!(
+                "{:<18} {:>9} {:>6} {:>6.0}% {:>9} {:>9}  {}\n",
+                y.protocol,
+                y.generated,
+                y.kept,
+                100.0 * y.rate(),
+                y.rule_made,
+                y.tokens_generated,
+                dropped.join(", ")
+            ));
+        }
+        t.push_str(&format!(
+            "generator {}: {} sources in {:.0} s\n",
+            self.generator, self.sources, self.seconds
+        ));
+        t
+    }
 }
 
 /// Replays every source with `protocol`; `on_source(done, total)` after each.
@@ -136,11 +166,10 @@ pub fn replay_once(
     Ok(records)
 }
 
-/// How the replay methods generate and train.
+/// How the replay methods generate, and how long they train (the LoRA, optimiser and batches are the
+/// registry's [`FineTuneSettings`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplaySettings {
-    /// LoRA, optimiser, batch size; `epochs` is replaced: see `examples_per_item`.
-    pub finetune: FineTuneSettings,
     /// Training examples per injected item (the number of passes is set so that every method trains for
     /// about the same steps whatever its yield: equal compute).
     pub examples_per_item: usize,
@@ -157,7 +186,6 @@ impl Default for ReplaySettings {
     /// per item on hand-written QA), 6 generations at temperature 0.7.
     fn default() -> Self {
         Self {
-            finetune: FineTuneSettings::default(),
             examples_per_item: 48,
             n: 6,
             temperature: 0.7,
@@ -167,9 +195,8 @@ impl Default for ReplaySettings {
 }
 
 impl ReplaySettings {
-    /// Checks the fine-tuning settings, `examples_per_item` and the generation settings, naming the option.
+    /// Checks `examples_per_item` and the generation settings, naming the option.
     pub fn validate(&self) -> Result<(), ReplayError> {
-        self.finetune.validate()?;
         if self.examples_per_item == 0 {
             return Err(ReplayError::option(
                 "examples-per-item",
@@ -190,7 +217,6 @@ impl ReplaySettings {
     /// The settings as JSON, for run manifests.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "finetune": self.finetune.to_json(),
             "examples_per_item": self.examples_per_item,
             "n": self.n,
             "temperature": self.temperature,
@@ -209,8 +235,10 @@ pub struct ReplayMethod {
     pub protocol: Box<dyn ReplayProtocol>,
     /// How records become chat turns.
     pub format: Format,
-    /// Generation and training settings.
+    /// Generation settings and the training budget.
     pub settings: ReplaySettings,
+    /// LoRA, optimiser and batches (the length is set from `settings.examples_per_item`).
+    pub finetune: FineTuneSettings,
     /// Every source of the dataset, for protocols that link items.
     pub dataset: Vec<Source>,
     /// Shared by the methods of one registry, so that they generate each replay once.
@@ -233,17 +261,10 @@ impl Method for ReplayMethod {
         items: &[Item],
         previous: Option<&Path>,
         out: &Path,
-    ) -> Result<Injection, EvalError> {
-        if out.join(engram_lora::CONFIG_FILE).is_file() {
+    ) -> Result<Injection, InjectError> {
+        if self.finished(out) {
             return Ok(Injection::Adapter(out.to_path_buf()));
         }
-        let wrap = |e: ReplayError| match e {
-            ReplayError::Eval(e) => e,
-            other => EvalError::Method {
-                method: self.name.clone(),
-                source: Box::new(other),
-            },
-        };
         let records = replay_once(
             &*env.model,
             self.protocol.as_ref(),
@@ -252,94 +273,95 @@ impl Method for ReplayMethod {
             &self.dataset,
             &self.cache,
             out,
-        )
-        .map_err(wrap)?;
+        )?;
         let examples: Vec<_> = records.iter().map(Record::example).collect();
-        let settings = FineTuneSettings {
-            epochs: self.settings.epochs(records.len(), items.len()),
-            ..self.settings.finetune.clone()
-        };
-        train_adapter(env, &examples, &settings, previous, out)
+        let epochs = self.settings.epochs(records.len(), items.len());
+        let settings = self.finetune.for_epochs(epochs);
+        fine_tune(env, &examples, &settings, previous, out)
+    }
+    fn settings_json(&self) -> serde_json::Value {
+        serde_json::json!({"finetune": self.finetune.to_json(), "replay": self.settings.to_json()})
+    }
+    fn report(&self, out: &Path) -> Result<Option<String>, InjectError> {
+        Ok(read_replay(out)?.map(|(_, report)| format!("```\n{}```", report.table())))
     }
 }
 
-/// The replay methods' names, in registration order.
-pub const METHODS: [&str; 6] = [
-    "sys2-paraphrase",
-    "sys2-implication",
-    "sys2-self-qa",
-    "sys2-self-qa-prefix",
-    "sys2-mix",
-    "aug-ft",
-];
+/// The replay methods' family: builds every [`Recipe::Replay`] of the registry with these settings.
+#[derive(Clone)]
+pub struct Replays {
+    /// Generation settings and training budget.
+    pub settings: ReplaySettings,
+    /// Every source of the dataset (for `aug-ft`'s links between items).
+    pub dataset: Vec<Source>,
+    /// Shared by every method that replays (SELF-PARAM's QA targets too), so that each generation is made
+    /// once.
+    pub cache: GenerationCache,
+}
 
-/// Registers the replay methods ([`METHODS`]) with `settings`; `dataset` is every item of the dataset (for
-/// `aug-ft`'s links between items). The methods generate through `cache`: pass the same cache to every method
-/// of a run that replays (SELF-PARAM's QA targets too) so that each generation is made once.
-pub fn register(
-    registry: &mut Registry,
-    settings: &ReplaySettings,
-    dataset: &[Item],
-    cache: &GenerationCache,
-) {
-    let (n, t, seed) = (settings.n, settings.temperature, settings.seed);
-    let sources: Vec<Source> = dataset.iter().map(Source::from).collect();
-    let method =
-        |name: &str, description: &str, protocol: Box<dyn ReplayProtocol>, prefix: bool| {
-            Box::new(ReplayMethod {
+impl Replays {
+    /// The family for a dataset's items, generating through `cache`.
+    pub fn new(settings: ReplaySettings, dataset: &[Item], cache: &GenerationCache) -> Self {
+        Self {
+            settings,
+            dataset: dataset.iter().map(Source::from).collect(),
+            cache: cache.clone(),
+        }
+    }
+
+    /// The protocol of a recipe, with these settings' generation counts.
+    pub fn protocol(&self, protocol: Protocol, name: &str) -> Box<dyn ReplayProtocol> {
+        let s = &self.settings;
+        let (n, t, seed) = (s.n, s.temperature, s.seed);
+        match protocol {
+            Protocol::Paraphrase => Box::new(Paraphrase::new(n, t, seed)),
+            Protocol::Implication => Box::new(Implication::new(n, t, seed)),
+            Protocol::SelfQa => Box::new(SelfQa::new(n / 2, t, seed)),
+            Protocol::Mix => Box::new(Mix {
                 name: name.into(),
-                description: description.into(),
-                protocol,
-                format: Format {
-                    context_prefix: prefix,
-                },
-                settings: settings.clone(),
-                dataset: sources.clone(),
-                cache: cache.clone(),
-            })
+                protocols: vec![
+                    // The single protocols' settings: their generations are reused from the cache.
+                    Box::new(Paraphrase::new(n, t, seed)),
+                    Box::new(Implication::new(n, t, seed)),
+                    Box::new(SelfQa::new(n / 2, t, seed)),
+                ],
+            }),
+            Protocol::ReasoningTrace => Box::new(ReasoningTrace::new(2, t, seed)),
+        }
+    }
+}
+
+impl Family for Replays {
+    fn kind(&self) -> FamilyKind {
+        FamilyKind::Replay
+    }
+    fn build(
+        &self,
+        info: &MethodInfo,
+        finetune: &FineTuneSettings,
+        _: &Registry,
+    ) -> Result<Box<dyn Method>, InjectError> {
+        let Recipe::Replay {
+            protocol,
+            context_prefix,
+        } = info.recipe
+        else {
+            return Err(InjectError::option(
+                "methods",
+                info.name,
+                "not a replay method",
+            ));
         };
-    registry.register(method(
-        "sys2-paraphrase",
-        "Sys2-FT: fine-tune on the model's own paraphrases of the context",
-        Box::new(Paraphrase::new(n, t, seed)),
-        false,
-    ));
-    registry.register(method(
-        "sys2-implication",
-        "Sys2-FT: fine-tune on implications the model draws from the context",
-        Box::new(Implication::new(n, t, seed)),
-        false,
-    ));
-    registry.register(method(
-        "sys2-self-qa",
-        "Sys2-FT: questions from the text and the model, answered by the model with the context in view",
-        Box::new(SelfQa::new(n / 2, t, seed)),
-        false,
-    ));
-    registry.register(method(
-        "sys2-self-qa-prefix",
-        "sys2-self-qa's data with the context as a prefix of each question (contextual shadowing)",
-        Box::new(SelfQa::new(n / 2, t, seed)),
-        true,
-    ));
-    registry.register(method(
-        "sys2-mix",
-        "Sys2-FT: paraphrases, implications and self-QA together",
-        Box::new(Mix {
-            name: "sys2-mix".into(),
-            protocols: vec![
-                // The single protocols' settings: their generations are reused from the cache.
-                Box::new(Paraphrase::new(n, t, seed)),
-                Box::new(Implication::new(n, t, seed)),
-                Box::new(SelfQa::new(n / 2, t, seed)),
-            ],
-        }),
-        false,
-    ));
-    registry.register(method(
-        "aug-ft",
-        "augmented fine-tuning (Lampinen et al.): the context plus sentence rephrasings, reversals and links to other items",
-        Box::new(ReasoningTrace::new(2, t, seed)),
-        false,
-    ));
+        self.settings.validate()?;
+        Ok(Box::new(ReplayMethod {
+            name: info.name.into(),
+            description: info.description.into(),
+            protocol: self.protocol(protocol, info.name),
+            format: Format { context_prefix },
+            settings: self.settings.clone(),
+            finetune: finetune.clone(),
+            dataset: self.dataset.clone(),
+            cache: self.cache.clone(),
+        }))
+    }
 }

@@ -215,6 +215,7 @@ fn sampled(temperature: f32, max_new_tokens: usize, seed: u64) -> Sampling {
         repetition_penalty: 1.2,
         max_new_tokens,
         seed,
+        ..Sampling::greedy(max_new_tokens)
     }
 }
 
@@ -528,7 +529,7 @@ impl ReplayProtocol for SelfQa {
         // Stage 2: answers, with the source in the prompt.
         let prompts: Vec<String> = questions
             .iter()
-            .map(|(q, _)| engram_eval::probe::user_turn(Some(ctx), q))
+            .map(|(q, _)| engram_inject::user_turn(Some(ctx), q))
             .collect();
         let outs = ask(
             generator,

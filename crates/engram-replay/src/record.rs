@@ -22,8 +22,8 @@ pub struct Source {
     pub group: String,
 }
 
-impl From<&engram_eval::Item> for Source {
-    fn from(item: &engram_eval::Item) -> Self {
+impl From<&engram_inject::Item> for Source {
+    fn from(item: &engram_inject::Item) -> Self {
         Self {
             id: item.id.clone(),
             context: item.context.clone(),
@@ -91,7 +91,7 @@ impl Format {
     /// an assistant turn (the replayed content).
     pub fn turns(&self, context: &str, user: &str, assistant: &str) -> Vec<Message> {
         let user = if self.context_prefix {
-            engram_eval::probe::user_turn(Some(context), user)
+            engram_inject::user_turn(Some(context), user)
         } else {
             user.to_owned()
         };
@@ -168,18 +168,10 @@ pub fn total_yields(yields: &[Yield]) -> Vec<Yield> {
 
 /// Records as JSONL text, one per line.
 pub fn records_jsonl(records: &[Record]) -> String {
-    engram_eval::harness::jsonl(records)
+    engram_model::formats::jsonl::to_jsonl(records)
 }
 
 /// Reads records written by [`records_jsonl`], naming the line of a malformed one.
 pub fn read_records(path: &Path) -> Result<Vec<Record>, ReplayError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReplayError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    engram_eval::harness::parse_jsonl(&text).map_err(|(line, message)| ReplayError::Parse {
-        path: path.to_path_buf(),
-        line,
-        message,
-    })
+    Ok(engram_model::formats::jsonl::read_jsonl_strict(path)?)
 }

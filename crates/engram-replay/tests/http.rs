@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use engram_replay::{Generator, HttpGenerator, ReplayError, Sampling};
+use engram_model::ModelError;
+use engram_replay::{Generator, HttpGenerator, Sampling};
 use engram_tokenizer::Message;
 use serde_json::Value;
 
@@ -107,6 +108,7 @@ fn sends_a_chat_request_and_reads_the_answer() {
         repetition_penalty: 1.2,
         max_new_tokens: 40,
         seed: 3,
+        ..Sampling::greedy(40)
     };
     let out = g.complete(&prompt(), &sampling).unwrap();
     assert_eq!(out[0].text, "Glon make their homes in caves.");
@@ -178,7 +180,7 @@ fn a_silent_server_times_out_after_the_retries() {
     let err = client(&url)
         .complete(&prompt(), &Sampling::greedy(8))
         .unwrap_err();
-    assert!(matches!(err, ReplayError::Http { .. }), "{err:?}");
+    assert!(matches!(err, ModelError::Http { .. }), "{err:?}");
     assert!(
         err.to_string().contains("gave up after 3 attempts"),
         "{err}"

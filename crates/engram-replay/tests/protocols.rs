@@ -1,11 +1,11 @@
 //! The protocols and their quality checks on a scripted generator (a test double whose answers are known),
 //! and property tests of the formatting and the filters.
 
+use engram_model::ModelError;
 use engram_replay::text::{degenerate, near_duplicate, text_questions, unsupported_facts};
 use engram_replay::{
     Completion, Format, Generator, Implication, Mix, Origin, Paraphrase, ReasoningTrace,
-    ReplayError, ReplayProtocol, Sampling, SelfQa, Source, protocol_by_name, read_records,
-    records_jsonl,
+    ReplayProtocol, Sampling, SelfQa, Source, protocol_by_name, read_records, records_jsonl,
 };
 use engram_tokenizer::Message;
 use proptest::prelude::*;
@@ -34,7 +34,7 @@ impl Generator for Scripted {
         &mut self,
         prompts: &[Vec<Message>],
         _: &Sampling,
-    ) -> Result<Vec<Completion>, ReplayError> {
+    ) -> Result<Vec<Completion>, ModelError> {
         Ok(prompts
             .iter()
             .enumerate()

@@ -12,6 +12,10 @@
 //!   on a NaN or infinite loss that keeps the last good checkpoint, and data parallelism over several devices
 //!   (`Trainer::replicas`; the result does not depend on the devices).
 //!
+//! - [`sft`]: the one supervised fine-tuning pipeline — examples → batches → adapter → [`Trainer`] → PEFT
+//!   files — run by `engram train` and by every injection method, with its settings in one flat value per
+//!   concern ([`FineTuneSettings`]: LoRA, optimiser and schedule, [`Batching`]).
+//!
 //! Only the adapter factors take part in autodiff: the base weights stay plain tensors, so they get no
 //! gradient, no optimizer state and no autodiff bookkeeping.
 #![warn(missing_docs)]
@@ -19,6 +23,7 @@
 mod error;
 mod objective;
 mod optim;
+pub mod sft;
 mod trainer;
 
 pub use error::TrainError;
@@ -27,4 +32,5 @@ pub use objective::{
     cross_entropy, cross_entropy_host, host_softmax_enabled,
 };
 pub use optim::{AdamW, AdamWConfig, Decay, LrSchedule, Moments, global_norm};
+pub use sft::{Batching, FineTuneSettings, fine_tune, train_objective};
 pub use trainer::{Length, RunDir, StepMetrics, TrainConfig, TrainSummary, Trainer};

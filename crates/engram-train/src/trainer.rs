@@ -8,10 +8,9 @@ use std::time::Instant;
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
-use engram_lora::{
-    Adapters, LoraConfig, load_adapter, save_adapter, write_dir_atomically, write_file_atomically,
-};
+use engram_lora::{Adapters, LoraConfig, load_adapter, save_adapter};
 use engram_model::formats::TensorF32;
+use engram_model::formats::atomic::{write_dir_atomically, write_file_atomically};
 use engram_model::formats::hf::{decode_f32, f32_safetensors};
 use engram_model::{CheckpointSink, Llama};
 use serde::{Deserialize, Serialize};

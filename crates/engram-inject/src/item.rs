@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::EvalError;
+use crate::InjectError;
 
 /// What a question asks of the knowledge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -81,8 +81,8 @@ pub struct Item {
 pub const OPTIONS: usize = 4;
 
 /// Reads a JSONL file of items; see [`parse_items`].
-pub fn read_items(path: &Path) -> Result<Vec<Item>, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+pub fn read_items(path: &Path) -> Result<Vec<Item>, InjectError> {
+    let text = std::fs::read_to_string(path).map_err(|source| InjectError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -91,7 +91,7 @@ pub fn read_items(path: &Path) -> Result<Vec<Item>, EvalError> {
 
 /// Parses JSONL items (blank lines skipped). Every error names `source`, the 1-based line and the field;
 /// duplicate ids name both lines. Unknown keys are ignored so that other tools may add their own.
-pub fn parse_items(source: &Path, text: &str) -> Result<Vec<Item>, EvalError> {
+pub fn parse_items(source: &Path, text: &str) -> Result<Vec<Item>, InjectError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut items = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -100,7 +100,7 @@ pub fn parse_items(source: &Path, text: &str) -> Result<Vec<Item>, EvalError> {
             continue;
         }
         let line_no = i + 1;
-        let err = |field: &str, message: String| EvalError::Item {
+        let err = |field: &str, message: String| InjectError::Item {
             path: source.to_path_buf(),
             line: line_no,
             field: field.to_owned(),
@@ -118,7 +118,7 @@ pub fn parse_items(source: &Path, text: &str) -> Result<Vec<Item>, EvalError> {
         items.push(item);
     }
     if items.is_empty() {
-        return Err(EvalError::Dataset {
+        return Err(InjectError::Dataset {
             path: source.to_path_buf(),
             message: "no items".into(),
         });
@@ -257,8 +257,8 @@ impl Splits {
 
 /// Reads `splits.json` and checks it against `items`: every id exists and is in exactly one split, and every
 /// item is in one.
-pub fn read_splits(path: &Path, items: &[Item]) -> Result<Splits, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+pub fn read_splits(path: &Path, items: &[Item]) -> Result<Splits, InjectError> {
+    let text = std::fs::read_to_string(path).map_err(|source| InjectError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -266,9 +266,9 @@ pub fn read_splits(path: &Path, items: &[Item]) -> Result<Splits, EvalError> {
 }
 
 /// Parses `splits.json` text (`source` names it in errors) and checks it against `items`, as [`read_splits`].
-pub fn parse_splits(source: &Path, text: &str, items: &[Item]) -> Result<Splits, EvalError> {
+pub fn parse_splits(source: &Path, text: &str, items: &[Item]) -> Result<Splits, InjectError> {
     let path = source;
-    let bad = |message: String| EvalError::Dataset {
+    let bad = |message: String| InjectError::Dataset {
         path: path.to_path_buf(),
         message,
     };

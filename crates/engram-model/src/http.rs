@@ -1,12 +1,12 @@
 //! [`HttpGenerator`]: any OpenAI-compatible `/v1/chat/completions` endpoint as a [`Generator`], so a stronger
-//! model (a local llama.cpp or vLLM server, a hosted API) can write the replay data.
+//! model (a local llama.cpp or vLLM server, a hosted API) can write replay data or answer a knowledge probe.
 
 use std::time::Duration;
 
-use engram_tokenizer::Message;
 use serde_json::{Value, json};
 
-use crate::{Completion, Generator, ReplayError, Sampling};
+use crate::tokenizer::Message;
+use crate::{Completion, Generator, ModelError, Sampling};
 
 /// A chat-completions client with timeouts and retries.
 #[derive(Clone, Debug)]
@@ -52,7 +52,7 @@ impl HttpGenerator {
 
     /// One request body, in the OpenAI chat-completions vocabulary.
     pub fn request_body(&self, messages: &[Message], sampling: &Sampling, seed: u64) -> Value {
-        json!({
+        let mut body = json!({
             "model": self.model,
             "messages": messages,
             "temperature": sampling.temperature,
@@ -64,7 +64,12 @@ impl HttpGenerator {
             "frequency_penalty": (sampling.repetition_penalty - 1.0).min(2.0),
             "repetition_penalty": sampling.repetition_penalty,
             "stream": false,
-        })
+        });
+        // Only when asked, so that plain requests stay what every server understands.
+        if !sampling.stop.is_empty() {
+            body["stop"] = json!(sampling.stop);
+        }
+        body
     }
 
     fn post_once(&self, agent: &ureq::Agent, body: &str) -> Result<(u16, String), Attempt> {
@@ -92,7 +97,7 @@ impl HttpGenerator {
         messages: &[Message],
         sampling: &Sampling,
         seed: u64,
-    ) -> Result<Completion, ReplayError> {
+    ) -> Result<Completion, ModelError> {
         let body = self.request_body(messages, sampling, seed).to_string();
         let mut last = String::new();
         for attempt in 0..=self.retries {
@@ -104,14 +109,14 @@ impl HttpGenerator {
                 Err(Attempt::Retry(why)) => last = why,
             }
         }
-        Err(ReplayError::Http {
+        Err(ModelError::Http {
             url: self.url(),
             message: format!("gave up after {} attempts: {last}", self.retries + 1),
         })
     }
 
-    fn parse(&self, status: u16, text: &str) -> Result<Completion, ReplayError> {
-        let err = |message: String| ReplayError::Http {
+    fn parse(&self, status: u16, text: &str) -> Result<Completion, ModelError> {
+        let err = |message: String| ModelError::Http {
             url: self.url(),
             message,
         };
@@ -160,16 +165,23 @@ impl Generator for HttpGenerator {
         &mut self,
         prompts: &[Vec<Message>],
         sampling: &Sampling,
-    ) -> Result<Vec<Completion>, ReplayError> {
+    ) -> Result<Vec<Completion>, ModelError> {
         sampling.validate()?;
         let agent = self.agent();
-        prompts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let seed = engram_model::splitmix64(sampling.seed ^ i as u64);
-                self.complete_one(&agent, p, sampling, seed)
-            })
-            .collect()
+        let mut out = Vec::with_capacity(prompts.len() * sampling.n);
+        for (i, p) in prompts.iter().enumerate() {
+            let seed = crate::splitmix64(sampling.seed ^ i as u64);
+            // One request per sample, each with its own seed: not every server takes OpenAI's `n`
+            // (`engram serve` does not).
+            for j in 0..sampling.n {
+                let seed = if j == 0 {
+                    seed
+                } else {
+                    crate::splitmix64(seed ^ ((j as u64) << 32))
+                };
+                out.push(self.complete_one(&agent, p, sampling, seed)?);
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,4 +1,4 @@
-//! Writing a folder so that readers see the old one or the new one, never half of either.
+//! Writing files and folders so that readers see the old one or the new one, never half of either.
 
 use std::path::{Path, PathBuf};
 
@@ -54,7 +54,7 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = engram_model::formats::staged_file(parent)?;
+    let mut tmp = crate::staged_file(parent)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
