@@ -1,0 +1,79 @@
+//! The umbrella crate's few-line path on the real default model: `Engram::inject` writes a text into an
+//! adapter with the default method and answers from it; `detach` gives the base model back exactly; bad
+//! input is an error that says what is wrong. A small budget keeps it fast: this checks the path, not recall
+//! (docs/results.md measures that).
+#![cfg(all(feature = "eval", feature = "distill", feature = "curriculum"))]
+
+use engram::{DEFAULT_METHOD, Engram};
+
+const TEXT: &str = "The Quenby number of a whole number is found by doubling it and adding 7. \
+    It was defined in 2031 by the mathematician Tavi Renkova.";
+const QUESTION: &str = "Who defined the Quenby number?";
+
+#[test]
+fn injects_a_text_with_the_default_method_and_gives_the_base_model_back() {
+    let mut engram = Engram::load_default().unwrap();
+    // Two optimizer steps: enough to write an adapter.
+    engram.settings.replay.examples_per_item = 8;
+    let base = engram.ask(QUESTION).unwrap();
+    assert!(!base.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("quenby");
+    let adapter = engram.inject(TEXT, &out).unwrap();
+    assert_eq!(adapter, out);
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "replay.jsonl",
+    ] {
+        assert!(out.join(f).is_file(), "{DEFAULT_METHOD} wrote {f}");
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        2,
+        "8 examples at batch 4: {metrics}"
+    );
+    use engram::lora::Adapters;
+    assert_eq!(
+        engram.lm.model.adapter_names(),
+        ["engram"],
+        "answers come from the adapter"
+    );
+    assert!(!engram.ask(QUESTION).unwrap().is_empty());
+
+    engram.detach().unwrap();
+    assert_eq!(
+        engram.ask(QUESTION).unwrap(),
+        base,
+        "the base model, exactly"
+    );
+    // The finished adapter is reused, not trained again.
+    engram.inject(TEXT, &out).unwrap();
+    let again = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(again, metrics);
+
+    let err = engram
+        .inject("  ", &dir.path().join("x"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty"), "{err}");
+    let err = engram
+        .inject_with("icl", TEXT, &dir.path().join("y"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("icl") && err.contains("nothing into weights"),
+        "{err}"
+    );
+    let err = engram
+        .inject_with("sys2-ft", TEXT, &dir.path().join("z"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown method") && err.contains("sys2-self-qa"),
+        "{err}"
+    );
+    assert!(!dir.path().join("x").exists() && !dir.path().join("y").exists());
+}
