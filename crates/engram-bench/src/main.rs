@@ -37,8 +37,10 @@ use engram_train::{
 };
 use serde::{Deserialize, Serialize};
 
-/// The benchmark prompt: English prose, tokenized and cut (or repeated) to the needed length.
-pub const BENCH_TEXT: &str = include_str!("../../../benches/compare/prompt.txt");
+/// The benchmark prompt: English prose, tokenized and cut (or repeated) to the needed length. `prompt.txt` in
+/// this crate is a link to `benches/compare/prompt.txt` (the PyTorch side reads the same file), so that the
+/// packaged crate carries it.
+pub const BENCH_TEXT: &str = include_str!("../prompt.txt");
 
 #[derive(Parser, Debug)]
 #[command(

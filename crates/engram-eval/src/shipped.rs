@@ -42,11 +42,13 @@ impl Dataset {
     }
 }
 
+// `datasets` in this crate is a link to the repository's `datasets/` (where they are read and edited), so that
+// the packaged crate carries the files: cargo packages what the link points to as plain files.
 macro_rules! dataset_file {
     ($path:literal) => {
         (
             concat!("datasets/", $path),
-            include_str!(concat!("../../../datasets/", $path)),
+            include_str!(concat!("../datasets/", $path)),
         )
     };
 }
