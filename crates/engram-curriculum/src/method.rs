@@ -142,6 +142,8 @@ const PROBE_ADAPTER: &str = "gradual-probe";
 
 /// A curriculum as an injection method.
 pub struct Gradual {
+    /// Its entry (`gradual`, `gradual-all`, `gradual-maybe`).
+    pub info: &'static MethodInfo,
     /// Decides what each stage trains.
     pub curriculum: Box<dyn Curriculum>,
     /// Probe, training and dev-check settings.
@@ -169,7 +171,7 @@ impl Family for Curricula {
     }
     fn build(
         &self,
-        info: &MethodInfo,
+        info: &'static MethodInfo,
         finetune: &FineTuneSettings,
         registry: &Registry,
     ) -> Result<Box<dyn Method>, InjectError> {
@@ -201,6 +203,7 @@ impl Family for Curricula {
             ),
         };
         Ok(Box::new(Gradual {
+            info,
             curriculum,
             settings: GradualSettings {
                 rounds,
@@ -255,7 +258,7 @@ fn with_adapter<T>(
 
 impl Gradual {
     fn log(&self, line: String) {
-        (self.settings.log)(&format!("{}: {line}", self.curriculum.name()));
+        (self.settings.log)(&format!("{}: {line}", self.name()));
     }
 
     /// Probes `which` with the adapter in `dir` (or the bare model).
@@ -441,7 +444,7 @@ impl Gradual {
             .collect();
         let hk = Category::HighlyKnown;
         Ok(GradualReport {
-            method: self.curriculum.name().into(),
+            method: self.name().into(),
             stage_method: s.stage_method.clone(),
             probe: s.probe.clone(),
             facts: train_facts.len(),
@@ -477,14 +480,8 @@ pub fn read_report(dir: &Path) -> Result<Option<GradualReport>, CurriculumError>
 }
 
 impl Method for Gradual {
-    fn name(&self) -> &str {
-        self.curriculum.name()
-    }
-    fn description(&self) -> &str {
-        self.curriculum.description()
-    }
-    fn trains(&self) -> bool {
-        true
+    fn info(&self) -> &MethodInfo {
+        self.info
     }
     fn finished(&self, out: &Path) -> bool {
         out.join(REPORT_FILE).is_file()
@@ -499,7 +496,7 @@ impl Method for Gradual {
             .map(|m| m.settings_json())
             .unwrap_or(serde_json::Value::Null);
         serde_json::json!({
-            "name": self.curriculum.name(),
+            "name": self.name(),
             "steps": self.curriculum.total_steps(),
             "rounds": s.rounds,
             "stage_method": s.stage_method,

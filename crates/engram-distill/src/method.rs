@@ -200,6 +200,8 @@ pub struct DistillReport {
 
 /// SELF-PARAM (Wang et al., ICLR 2025).
 pub struct SelfParam {
+    /// Its entry (`self-param`).
+    pub info: &'static MethodInfo,
     /// How targets are built.
     pub settings: DistillSettings,
     /// Self-QA generation (n, temperature, seed) and the training budget (`examples_per_item`: target
@@ -385,14 +387,8 @@ impl SelfParam {
 }
 
 impl Method for SelfParam {
-    fn name(&self) -> &str {
-        "self-param"
-    }
-    fn description(&self) -> &str {
-        "SELF-PARAM: KL distillation of the base model reading the context into an adapter reading QA, continuations and regulariser text without it"
-    }
-    fn trains(&self) -> bool {
-        true
+    fn info(&self) -> &MethodInfo {
+        self.info
     }
     fn inject(
         &self,
@@ -482,12 +478,13 @@ impl Family for SelfParams {
     }
     fn build(
         &self,
-        _: &MethodInfo,
+        info: &'static MethodInfo,
         finetune: &FineTuneSettings,
         _: &Registry,
     ) -> Result<Box<dyn Method>, InjectError> {
         self.settings.validate()?;
         Ok(Box::new(SelfParam {
+            info,
             settings: self.settings.clone(),
             replay: self.replay.clone(),
             finetune: finetune.clone(),

@@ -18,7 +18,13 @@ use engram_train::{FineTuneSettings, StepMetrics};
 use serde::{Deserialize, Serialize};
 
 use crate::prompt::user_turn;
+use crate::registry::{MethodInfo, Recipe, method_info};
 use crate::{InjectError, Item, QuestionKind};
+
+/// The catalogue entry of a name this crate knows is there (checked by the registry's tests).
+fn catalogued(name: &str) -> &'static MethodInfo {
+    method_info(name).expect("a baseline of METHODS")
+}
 
 /// How the knowledge reaches the model when it is asked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,12 +52,21 @@ pub struct InjectEnv<'a> {
 /// Methods are built by name from one settings value in a [`Registry`](crate::Registry); the harness of
 /// `engram-eval` and `engram inject` see only this trait.
 pub trait Method: Send + Sync {
+    /// Its entry in [`METHODS`](crate::METHODS) (a method of your own: a `MethodInfo` with
+    /// [`Recipe::Custom`]): the name and description come from there, so they are listed in one place.
+    fn info(&self) -> &MethodInfo;
     /// The name used on the command line and in reports (`naive-ft`).
-    fn name(&self) -> &str;
+    fn name(&self) -> &str {
+        self.info().name
+    }
     /// One line for `--help` and the report.
-    fn description(&self) -> &str;
+    fn description(&self) -> &str {
+        self.info().description
+    }
     /// Whether it writes into weights. Methods that do not are evaluated once per run, whatever the mode.
-    fn trains(&self) -> bool;
+    fn trains(&self) -> bool {
+        !matches!(self.info().recipe, Recipe::Prompt { .. })
+    }
     /// Writes the knowledge of `items` into an adapter in the folder `out` — continuing from the adapter in
     /// `previous` when given (sequential mode) — or says how the prompt carries it. A method that finds a
     /// finished adapter in `out` may return it at once (an interrupted run resumes); one whose training was
@@ -96,18 +111,8 @@ impl Prompted {
 }
 
 impl Method for Prompted {
-    fn name(&self) -> &str {
-        if self.context { "icl" } else { "base" }
-    }
-    fn description(&self) -> &str {
-        if self.context {
-            "the base model with the item's context in the prompt (upper bound)"
-        } else {
-            "the base model, no context"
-        }
-    }
-    fn trains(&self) -> bool {
-        false
+    fn info(&self) -> &MethodInfo {
+        catalogued(if self.context { "icl" } else { "base" })
     }
     fn inject(
         &self,
@@ -127,10 +132,8 @@ pub type ExampleBuilder = fn(&Item) -> Vec<Example>;
 
 /// Supervised fine-tuning of a LoRA adapter on examples built from each item.
 pub struct FineTune {
-    /// The method's name (`naive-ft`, `prefix-ft`, `qa-ft`, ...).
-    pub name: String,
-    /// One line for `--help` and the report.
-    pub description: String,
+    /// The method's entry (`naive-ft`, `prefix-ft`, `qa-ft`, ...).
+    pub info: &'static MethodInfo,
     /// Turns each item into training examples.
     pub build: ExampleBuilder,
     /// Training settings.
@@ -141,8 +144,7 @@ impl FineTune {
     /// `naive-ft`: the raw context as a plain-text document.
     pub fn naive(settings: FineTuneSettings) -> Self {
         Self {
-            name: "naive-ft".into(),
-            description: "fine-tune on the raw context text".into(),
+            info: catalogued("naive-ft"),
             build: naive_examples,
             settings,
         }
@@ -151,8 +153,7 @@ impl FineTune {
     /// `prefix-ft`: the item's direct questions as chat turns, the context before each question.
     pub fn prefix(settings: FineTuneSettings) -> Self {
         Self {
-            name: "prefix-ft".into(),
-            description: "fine-tune on direct question/answer turns with the context as a prefix (the contextual-shadowing control)".into(),
+            info: catalogued("prefix-ft"),
             build: prefix_examples,
             settings,
         }
@@ -161,8 +162,7 @@ impl FineTune {
     /// `qa-ft`: the item's direct questions as chat turns, without the context.
     pub fn qa(settings: FineTuneSettings) -> Self {
         Self {
-            name: "qa-ft".into(),
-            description: "fine-tune on direct question/answer turns without the context".into(),
+            info: catalogued("qa-ft"),
             build: qa_examples,
             settings,
         }
@@ -199,14 +199,8 @@ pub fn qa_examples(item: &Item) -> Vec<Example> {
 }
 
 impl Method for FineTune {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn description(&self) -> &str {
-        &self.description
-    }
-    fn trains(&self) -> bool {
-        true
+    fn info(&self) -> &MethodInfo {
+        self.info
     }
     fn inject(
         &self,

@@ -70,6 +70,8 @@ pub enum Recipe {
     SelfParam,
     /// A knowledge-category curriculum.
     Curriculum(Stages),
+    /// A method of your own, used directly (the registry builds only [`METHODS`]).
+    Custom,
 }
 
 /// The crate that makes a method.
@@ -83,6 +85,8 @@ pub enum FamilyKind {
     Distill,
     /// `engram-curriculum`.
     Curriculum,
+    /// Outside engram: no registry builds it.
+    Custom,
 }
 
 impl Recipe {
@@ -93,6 +97,7 @@ impl Recipe {
             Recipe::Replay { .. } => FamilyKind::Replay,
             Recipe::SelfParam => FamilyKind::Distill,
             Recipe::Curriculum(_) => FamilyKind::Curriculum,
+            Recipe::Custom => FamilyKind::Custom,
         }
     }
 }
@@ -215,7 +220,7 @@ pub trait Family: Send + Sync {
     /// curriculum's stages).
     fn build(
         &self,
-        info: &MethodInfo,
+        info: &'static MethodInfo,
         finetune: &FineTuneSettings,
         registry: &Registry,
     ) -> Result<Box<dyn Method>, InjectError>;

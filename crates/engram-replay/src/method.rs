@@ -227,10 +227,8 @@ impl ReplaySettings {
 
 /// A replay protocol followed by supervised fine-tuning on its records.
 pub struct ReplayMethod {
-    /// The method's name (`sys2-paraphrase`, `sys2-mix`, ...).
-    pub name: String,
-    /// One line for `--help` and the report.
-    pub description: String,
+    /// The method's entry (`sys2-paraphrase`, `sys2-mix`, ...).
+    pub info: &'static MethodInfo,
     /// Turns each source into records.
     pub protocol: Box<dyn ReplayProtocol>,
     /// How records become chat turns.
@@ -246,14 +244,8 @@ pub struct ReplayMethod {
 }
 
 impl Method for ReplayMethod {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn description(&self) -> &str {
-        &self.description
-    }
-    fn trains(&self) -> bool {
-        true
+    fn info(&self) -> &MethodInfo {
+        self.info
     }
     fn inject(
         &self,
@@ -337,7 +329,7 @@ impl Family for Replays {
     }
     fn build(
         &self,
-        info: &MethodInfo,
+        info: &'static MethodInfo,
         finetune: &FineTuneSettings,
         _: &Registry,
     ) -> Result<Box<dyn Method>, InjectError> {
@@ -354,8 +346,7 @@ impl Family for Replays {
         };
         self.settings.validate()?;
         Ok(Box::new(ReplayMethod {
-            name: info.name.into(),
-            description: info.description.into(),
+            info,
             protocol: self.protocol(protocol, info.name),
             format: Format { context_prefix },
             settings: self.settings.clone(),
