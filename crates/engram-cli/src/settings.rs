@@ -140,7 +140,7 @@ impl FineTuneArgs {
 pub(crate) fn method_names(training: bool) -> String {
     engram_inject::METHODS
         .iter()
-        .filter(|m| !training || !matches!(m.recipe, engram_inject::Recipe::Prompt { .. }))
+        .filter(|m| !training || m.recipe.trains())
         .map(|m| m.name)
         .collect::<Vec<_>>()
         .join(", ")

@@ -18,7 +18,7 @@ use engram_train::{FineTuneSettings, StepMetrics};
 use serde::{Deserialize, Serialize};
 
 use crate::prompt::user_turn;
-use crate::registry::{MethodInfo, Recipe, method_info};
+use crate::registry::{MethodInfo, method_info};
 use crate::{InjectError, Item, QuestionKind};
 
 /// The catalogue entry of a name this crate knows is there (checked by the registry's tests).
@@ -53,7 +53,7 @@ pub struct InjectEnv<'a> {
 /// `engram-eval` and `engram inject` see only this trait.
 pub trait Method: Send + Sync {
     /// Its entry in [`METHODS`](crate::METHODS) (a method of your own: a `MethodInfo` with
-    /// [`Recipe::Custom`]): the name and description come from there, so they are listed in one place.
+    /// [`Recipe::Custom`](crate::Recipe::Custom)): the name and description come from there, so they are listed in one place.
     fn info(&self) -> &MethodInfo;
     /// The name used on the command line and in reports (`naive-ft`).
     fn name(&self) -> &str {
@@ -65,7 +65,7 @@ pub trait Method: Send + Sync {
     }
     /// Whether it writes into weights. Methods that do not are evaluated once per run, whatever the mode.
     fn trains(&self) -> bool {
-        !matches!(self.info().recipe, Recipe::Prompt { .. })
+        self.info().recipe.trains()
     }
     /// Writes the knowledge of `items` into an adapter in the folder `out` — continuing from the adapter in
     /// `previous` when given (sequential mode) — or says how the prompt carries it. A method that finds a

@@ -90,6 +90,11 @@ pub enum FamilyKind {
 }
 
 impl Recipe {
+    /// Whether the method writes into weights (every recipe but the prompt).
+    pub fn trains(self) -> bool {
+        !matches!(self, Recipe::Prompt { .. })
+    }
+
     /// The family that builds it.
     pub fn family(self) -> FamilyKind {
         match self {
@@ -298,7 +303,7 @@ impl Registry {
     pub fn training_names(&self) -> Vec<&'static str> {
         METHODS
             .iter()
-            .filter(|m| self.available(m) && !matches!(m.recipe, Recipe::Prompt { .. }))
+            .filter(|m| self.available(m) && m.recipe.trains())
             .map(|m| m.name)
             .collect()
     }
