@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use engram_curriculum::Curricula;
 use engram_distill::{DistillSettings, SelfParams};
-use engram_inject::{FineTuneSettings, InjectEnv, Injection, Item, Registry};
+use engram_inject::{FineTuneSettings, Guard, InjectEnv, Injection, Item, Registry};
 use engram_lora::Adapters;
 use engram_model::{LoadedModel, generate};
 use engram_replay::{GenerationCache, ReplaySettings, Replays};
@@ -41,11 +41,14 @@ pub struct MethodSettings {
 }
 
 impl Default for MethodSettings {
-    /// Each crate's defaults (the batch-evaluation recipe), `self-param` regularised on the shipped general
-    /// texts, no curricula.
+    /// Each crate's defaults (the batch-evaluation recipe) with the locality guard on ([`Guard::default`]),
+    /// `self-param` regularised on the shipped general texts, no curricula.
     fn default() -> Self {
         Self {
-            finetune: FineTuneSettings::default(),
+            finetune: FineTuneSettings {
+                guard: Guard::default(),
+                ..FineTuneSettings::default()
+            },
             replay: ReplaySettings::default(),
             distill: DistillSettings {
                 regulariser_texts: engram_eval::shipped::regulariser_texts(),

@@ -5,10 +5,10 @@
 use clap::Args;
 
 use engram::MethodSettings;
-use engram_distill::{DistillSettings, KlReduction, QaAnswers};
+use engram_distill::{DistillSettings, KlReduction, OnPolicySettings, QaAnswers};
 use engram_lora::{LoraConfig, TargetModules};
 use engram_replay::ReplaySettings;
-use engram_train::{AdamWConfig, Batching, Decay, FineTuneSettings, Length, TrainConfig};
+use engram_train::{AdamWConfig, Batching, Decay, FineTuneSettings, Guard, Length, TrainConfig};
 
 use crate::Result;
 
@@ -85,6 +85,11 @@ pub(crate) struct FineTuneArgs {
     /// Write a checkpoint every N steps (0: only at the end) [default: `train` 0; `eval`/`inject` 50].
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// Locality guard: share of the training rows that are the base model's own answers to general prompts
+    /// (self-rehearsal; a KL to the base for the distillation methods), in [0, 1); 0 switches it off
+    /// [default: `train` 0; `eval`/`inject` 0.5].
+    #[arg(long, allow_negative_numbers = true)]
+    rehearsal: Option<f64>,
 }
 
 impl FineTuneArgs {
@@ -129,6 +134,10 @@ impl FineTuneArgs {
                 max_len: self.max_len,
                 packing: self.packing,
             },
+            guard: Guard {
+                share: self.rehearsal.unwrap_or(base.guard.share),
+                ..base.guard.clone()
+            },
         };
         settings.validate()?;
         Ok(settings)
@@ -147,10 +156,12 @@ pub(crate) fn method_names(training: bool) -> String {
 }
 
 /// The defaults of the commands that inject (`eval`, `inject`): 20 epochs for the fine-tuning baselines,
-/// batch 4, a checkpoint every 50 steps.
+/// batch 4, a checkpoint every 50 steps, the locality guard on with its base answers kept in engram's cache
+/// folder (made once per model).
 pub(crate) fn inject_defaults() -> FineTuneSettings {
     let mut s = FineTuneSettings::default();
     s.train.checkpoint_every = 50;
+    s.guard.cache = engram_fetch::cache_dir().ok().map(|d| d.join("rehearsal"));
     s
 }
 
@@ -199,6 +210,25 @@ pub(crate) struct DistillArgs {
     /// self-param, sequential mode: QA targets of earlier injections carried into each later one.
     #[arg(long, default_value_t = DistillSettings::default().replay_previous)]
     replay_previous: usize,
+    /// self-distill: at most this many rounds of student answers → teacher scores → training.
+    #[arg(long, default_value_t = OnPolicySettings::default().rounds)]
+    distill_rounds: usize,
+    /// self-distill: sampled student answers per question and round, besides the greedy one.
+    #[arg(long, default_value_t = OnPolicySettings::default().samples)]
+    samples: usize,
+    /// self-distill: temperature of the sampled answers.
+    #[arg(long, default_value_t = OnPolicySettings::default().temperature)]
+    sample_temperature: f32,
+    /// self-distill: 0 forward KL, 1 reverse KL, between them the generalised JSD (TRL's distillation_alpha).
+    #[arg(long, default_value_t = OnPolicySettings::default().alpha, allow_negative_numbers = true)]
+    distillation_alpha: f32,
+    /// self-distill: target sequences per item trained on in each round.
+    #[arg(long, default_value_t = OnPolicySettings::default().examples_per_round)]
+    examples_per_round: usize,
+    /// self-distill: stop once this share of the item's own text questions are answered greedily with their
+    /// fact (1: always run every round).
+    #[arg(long, default_value_t = OnPolicySettings::default().stop_at, allow_negative_numbers = true)]
+    stop_at: f64,
 }
 
 /// Every method's settings: the fine-tuning group and each family's.
@@ -243,6 +273,15 @@ impl MethodArgs {
             temperature: d.kl_temperature,
             top_k,
             reduction: KlReduction::parse(&d.kl_reduction)?,
+            on_policy: OnPolicySettings {
+                rounds: d.distill_rounds,
+                samples: d.samples,
+                temperature: d.sample_temperature,
+                alpha: d.distillation_alpha,
+                examples_per_round: d.examples_per_round,
+                stop_at: d.stop_at,
+                ..base.distill.on_policy.clone()
+            },
             ..base.distill
         };
         distill.validate()?;

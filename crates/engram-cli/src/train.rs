@@ -57,6 +57,8 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
             batch_size: 8,
             ..Batching::default()
         },
+        // Plain training on the user's file: no rows of ours unless --rehearsal asks.
+        guard: engram_train::Guard::off(),
         ..FineTuneSettings::default()
     };
     let mut settings = args.finetune.settings(&base)?;

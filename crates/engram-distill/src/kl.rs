@@ -13,6 +13,13 @@
 //! top-k is its own bucket), which is still a true KL: ≥ 0, zero when they agree. Its gradient with respect to
 //! the student's logit `z_j` is `T·(q_j − t_j)` with `t_j = p_j` inside the top-k and `t_j = p_rest·q_j/q_rest`
 //! outside: the rest mass is spread over the other tokens in the student's own proportions.
+//!
+//! [`divergence_loss`] generalises it the way TRL's `SDFTTrainer`/`GKDTrainer` do with `distillation_alpha`
+//! (`beta`): α = 0 is this forward KL, α = 1 the reverse KL(student ‖ teacher) (mode-seeking: the student puts
+//! its mass where the teacher's is, rather than covering all of it), and 0 < α < 1 the generalised
+//! Jensen–Shannon divergence `α·KL(p ‖ m) + (1−α)·KL(q ‖ m)` with `m = α·p + (1−α)·q` (which, like TRL's,
+//! vanishes as α → 0: the endpoints are the two KLs, not its limits). On the bucketed
+//! distributions, with `g_b = ∂D/∂q_b`, the gradient is `∂D/∂z_j = q_j·(g_{b(j)} − Σ_b q_b·g_b)/T`.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -183,6 +190,82 @@ fn token_kl(teacher: &TeacherDist, row: &mut [f32], temperature: f32) -> f64 {
     kl
 }
 
+/// One token's divergence at `alpha` (see the module notes) between the teacher and the student's logits in
+/// `row`, which is overwritten with `q_j·(g_{b(j)} − ḡ)` (the gradient divided by `T`, before any scaling), as
+/// [`token_kl`] does for α = 0.
+fn token_divergence(teacher: &TeacherDist, row: &mut [f32], temperature: f32, alpha: f64) -> f64 {
+    let t = temperature as f64;
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e = |z: f32| ((z as f64 - max) / t).exp();
+    let sum: f64 = row.iter().map(|&z| e(z)).sum();
+    // The buckets: each teacher token (every token when dense), then the rest.
+    let (p, q): (Vec<f64>, Vec<f64>) = if teacher.is_dense() {
+        teacher
+            .probs
+            .iter()
+            .zip(row.iter())
+            .map(|(&p, &z)| (p as f64, e(z) / sum))
+            .unzip()
+    } else {
+        let (mut p, mut q): (Vec<f64>, Vec<f64>) = teacher
+            .ids
+            .iter()
+            .zip(&teacher.probs)
+            .map(|(&id, &p)| (p as f64, e(row[id as usize]) / sum))
+            .unzip();
+        let in_top: f64 = q.iter().sum();
+        p.push(teacher.rest as f64);
+        q.push((1.0 - in_top).max(0.0));
+        (p, q)
+    };
+    let tiny = f64::MIN_POSITIVE;
+    let (d, g): (f64, Vec<f64>) = if alpha >= 1.0 {
+        // Reverse KL(q ‖ p): g_b = ln q_b − ln p_b (+1, which cancels against ḡ).
+        let g: Vec<f64> = q
+            .iter()
+            .zip(&p)
+            .map(|(&q, &p)| q.max(tiny).ln() - p.max(tiny).ln())
+            .collect();
+        (q.iter().zip(&g).map(|(q, g)| q * g).sum(), g)
+    } else {
+        // Generalised JSD: g_b = (1 − α)·ln(q_b / m_b).
+        let m: Vec<f64> = p
+            .iter()
+            .zip(&q)
+            .map(|(&p, &q)| alpha * p + (1.0 - alpha) * q)
+            .collect();
+        let kl = |a: &[f64]| -> f64 {
+            a.iter()
+                .zip(&m)
+                .filter(|(a, _)| **a > 0.0)
+                .map(|(a, m)| a * (a.ln() - m.max(tiny).ln()))
+                .sum()
+        };
+        let d = alpha * kl(&p) + (1.0 - alpha) * kl(&q);
+        let g = q
+            .iter()
+            .zip(&m)
+            .map(|(&q, &m)| (1.0 - alpha) * (q.max(tiny).ln() - m.max(tiny).ln()))
+            .collect();
+        (d, g)
+    };
+    let g_bar: f64 = q.iter().zip(&g).map(|(q, g)| q * g).sum();
+    if teacher.is_dense() {
+        for (x, g) in row.iter_mut().zip(&g) {
+            *x = (e(*x) / sum * (g - g_bar)) as f32;
+        }
+    } else {
+        let rest = g[g.len() - 1] - g_bar;
+        for x in row.iter_mut() {
+            *x = (e(*x) / sum * rest) as f32;
+        }
+        for ((&id, qb), gb) in teacher.ids.iter().zip(&q).zip(&g) {
+            row[id as usize] = (qb * (gb - g_bar)) as f32;
+        }
+    }
+    d
+}
+
 /// The loss over `n` tokens and its gradient with respect to the student's logits.
 pub struct KlOutput {
     /// `T² · mean KL` (divided by the vocabulary for [`KlReduction::TorchMean`]).
@@ -195,11 +278,31 @@ pub struct KlOutput {
 /// one teacher distribution per row.
 pub fn kl_loss(
     teachers: &[&TeacherDist],
-    mut student: Vec<f32>,
+    student: Vec<f32>,
     vocab: usize,
     temperature: f32,
     reduction: KlReduction,
 ) -> Result<KlOutput, DistillError> {
+    divergence_loss(teachers, student, vocab, temperature, reduction, 0.0)
+}
+
+/// [`kl_loss`] at any `alpha` in `[0, 1]`: 0 the forward KL, 1 the reverse KL, between them the generalised
+/// JSD (the module notes say how); `T²`-scaled and reduced the same way.
+pub fn divergence_loss(
+    teachers: &[&TeacherDist],
+    mut student: Vec<f32>,
+    vocab: usize,
+    temperature: f32,
+    reduction: KlReduction,
+    alpha: f32,
+) -> Result<KlOutput, DistillError> {
+    if !(alpha.is_finite() && (0.0..=1.0).contains(&alpha)) {
+        return Err(DistillError::option(
+            "distillation-alpha",
+            alpha,
+            "must be in [0, 1] (0 forward KL, 1 reverse KL, between them JSD)",
+        ));
+    }
     if vocab == 0 || !student.len().is_multiple_of(vocab) {
         return Err(DistillError::Shape(format!(
             "{} student logits are not rows of vocabulary size {vocab}",
@@ -242,7 +345,13 @@ pub fn kl_loss(
     let per_token: Vec<f64> = student
         .par_chunks_mut(vocab)
         .zip(teachers.par_iter())
-        .map(|(row, t)| token_kl(t, row, temperature))
+        .map(|(row, t)| {
+            if alpha == 0.0 {
+                token_kl(t, row, temperature)
+            } else {
+                token_divergence(t, row, temperature, alpha as f64)
+            }
+        })
         .collect();
     let factor = reduction.factor(vocab);
     let t = temperature as f64;
@@ -484,5 +593,175 @@ mod tests {
                 .to_string()
                 .contains("`kl-reduction` = mean")
         );
+    }
+
+    /// The α-divergence (TRL's generalised JSD; 1 = reverse KL) from its definition in f64, over whole rows.
+    fn direct_alpha(teacher: &[f32], student: &[f32], t: f64, alpha: f64) -> f64 {
+        let sm = |row: &[f32]| -> Vec<f64> {
+            let e: Vec<f64> = row.iter().map(|&x| (x as f64 / t).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.into_iter().map(|x| x / s).collect()
+        };
+        let (p, q) = (sm(teacher), sm(student));
+        let kl = |a: &[f64], b: &[f64]| -> f64 {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| if *a > 0.0 { a * (a / b).ln() } else { 0.0 })
+                .sum()
+        };
+        if alpha >= 1.0 {
+            return kl(&q, &p);
+        }
+        if alpha <= 0.0 {
+            return kl(&p, &q);
+        }
+        let m: Vec<f64> = p
+            .iter()
+            .zip(&q)
+            .map(|(p, q)| alpha * p + (1.0 - alpha) * q)
+            .collect();
+        alpha * kl(&p, &m) + (1.0 - alpha) * kl(&q, &m)
+    }
+
+    /// Every α against the plain definition, value and gradient (central differences), on tiny rows, with the
+    /// whole vocabulary and with a top-2 teacher plus its rest bucket (whose reference is the divergence of the
+    /// bucketed distributions).
+    #[test]
+    fn alpha_divergences_match_their_definitions() {
+        let teacher = [1.5f32, -0.5, 0.25, 2.0, -1.0];
+        let student = [0.3f32, 0.9, -0.7, 1.1, 0.0];
+        let vocab = teacher.len();
+        let t = 1.5f32;
+        for alpha in [0.0f32, 0.25, 0.5, 1.0] {
+            let dense = TeacherDist::from_logits(&teacher, t, None);
+            let out = divergence_loss(
+                &[&dense],
+                student.to_vec(),
+                vocab,
+                t,
+                KlReduction::PerToken,
+                alpha,
+            )
+            .unwrap();
+            let want = (t * t) as f64 * direct_alpha(&teacher, &student, t as f64, alpha as f64);
+            assert!(
+                (out.loss - want).abs() < 1e-6,
+                "α {alpha}: {} vs {want}",
+                out.loss
+            );
+            for j in 0..vocab {
+                let h = 1e-3f32;
+                let (mut up, mut down) = (student, student);
+                up[j] += h;
+                down[j] -= h;
+                let f =
+                    |s: &[f32]| (t * t) as f64 * direct_alpha(&teacher, s, t as f64, alpha as f64);
+                let numeric = (f(&up) - f(&down)) / (2.0 * h as f64);
+                assert!(
+                    (out.grad[j] as f64 - numeric).abs() < 1e-4,
+                    "α {alpha}, logit {j}: {} vs {numeric}",
+                    out.grad[j]
+                );
+            }
+            // Top-2: the bucketed divergence, and its gradient against the bucketed reference.
+            let top = TeacherDist::from_logits(&teacher, t, Some(2));
+            let bucketed = |s: &[f32]| -> f64 {
+                let q = softmax_f64(s, t);
+                let qb: Vec<f64> = top.ids.iter().map(|&i| q[i as usize]).collect();
+                let rest = 1.0 - qb.iter().sum::<f64>();
+                let p: Vec<f64> = top
+                    .probs
+                    .iter()
+                    .map(|&p| p as f64)
+                    .chain([top.rest as f64])
+                    .collect();
+                let q: Vec<f64> = qb.into_iter().chain([rest]).collect();
+                let kl = |a: &[f64], b: &[f64]| -> f64 {
+                    a.iter()
+                        .zip(b)
+                        .map(|(a, b)| if *a > 0.0 { a * (a / b).ln() } else { 0.0 })
+                        .sum()
+                };
+                let a = alpha as f64;
+                let d = if a >= 1.0 {
+                    kl(&q, &p)
+                } else if a <= 0.0 {
+                    kl(&p, &q)
+                } else {
+                    let m: Vec<f64> = p
+                        .iter()
+                        .zip(&q)
+                        .map(|(p, q)| a * p + (1.0 - a) * q)
+                        .collect();
+                    a * kl(&p, &m) + (1.0 - a) * kl(&q, &m)
+                };
+                (t * t) as f64 * d
+            };
+            let out = divergence_loss(
+                &[&top],
+                student.to_vec(),
+                vocab,
+                t,
+                KlReduction::PerToken,
+                alpha,
+            )
+            .unwrap();
+            assert!(
+                (out.loss - bucketed(&student)).abs() < 1e-6,
+                "top-2 α {alpha}"
+            );
+            for j in 0..vocab {
+                let h = 1e-3f32;
+                let (mut up, mut down) = (student, student);
+                up[j] += h;
+                down[j] -= h;
+                let numeric = (bucketed(&up) - bucketed(&down)) / (2.0 * h as f64);
+                assert!(
+                    (out.grad[j] as f64 - numeric).abs() < 1e-4,
+                    "top-2 α {alpha}, logit {j}: {} vs {numeric}",
+                    out.grad[j]
+                );
+            }
+        }
+        // α = 0 is the forward KL bit for bit; out of range names the option; equal rows give 0 at every α.
+        let dense = TeacherDist::from_logits(&teacher, t, None);
+        let a = kl_loss(&[&dense], student.to_vec(), vocab, t, KlReduction::PerToken).unwrap();
+        let b = divergence_loss(
+            &[&dense],
+            student.to_vec(),
+            vocab,
+            t,
+            KlReduction::PerToken,
+            0.0,
+        )
+        .unwrap();
+        assert_eq!((a.loss, a.grad), (b.loss, b.grad));
+        let e = divergence_loss(
+            &[&dense],
+            student.to_vec(),
+            vocab,
+            t,
+            KlReduction::PerToken,
+            1.5,
+        );
+        assert!(e.err().unwrap().to_string().contains("distillation-alpha"));
+        for alpha in [0.5f32, 1.0] {
+            let same = TeacherDist::from_logits(&student, t, None);
+            let out = divergence_loss(
+                &[&same],
+                student.to_vec(),
+                vocab,
+                t,
+                KlReduction::PerToken,
+                alpha,
+            )
+            .unwrap();
+            assert!(
+                out.loss.abs() < 1e-6 && out.grad.iter().all(|g| g.abs() < 1e-6),
+                "α {alpha}: {} {:?}",
+                out.loss,
+                out.grad
+            );
+        }
     }
 }

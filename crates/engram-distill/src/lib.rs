@@ -16,20 +16,29 @@
 //!   are the engine's.
 //! - [`method`]: `self-param`, an [`engram_inject::Method`] built by the [`SelfParams`] family (single, batch
 //!   and sequential modes; `engram inject --method self-param`).
+//! - [`on_policy`]: `self-distill`, on-policy context distillation (SDFT): the student answers the item's
+//!   questions itself, the teacher reading the context scores those tokens, the loss is the divergence there
+//!   (forward/reverse KL or JSD, [`divergence_loss`]); generation repeats every round and stops once the
+//!   adapter's greedy answers to the item's own text questions carry their facts.
 #![warn(missing_docs)]
 
 mod error;
 pub mod kl;
 pub mod method;
 pub mod objective;
+pub mod on_policy;
 pub mod target;
 pub mod teacher;
 
 pub use error::DistillError;
-pub use kl::{KlOutput, KlReduction, TeacherDist, kl_divergence, kl_divergence_logits, kl_loss};
+pub use kl::{
+    KlOutput, KlReduction, TeacherDist, divergence_loss, kl_divergence, kl_divergence_logits,
+    kl_loss,
+};
 pub use method::{
     DistillReport, DistillSettings, QaAnswers, SelfParam, SelfParams, teacher_answers,
 };
 pub use objective::{Distill, DistillBatch, DistillBatches};
+pub use on_policy::{OnPolicySettings, SelfDistill, SelfDistillReport};
 pub use target::{Target, TargetKind};
 pub use teacher::{Prepared, TeacherConfig, align, prepare};

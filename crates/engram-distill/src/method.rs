@@ -8,7 +8,7 @@ use std::path::Path;
 use engram_data::{BatchConfig, Batcher};
 use engram_inject::{
     Family, FamilyKind, FineTuneSettings, InjectEnv, InjectError, Injection, Item, Method,
-    MethodInfo, Registry, user_turn,
+    MethodInfo, Recipe, Registry, user_turn,
 };
 use engram_model::formats::atomic::write_file_atomically;
 use engram_replay::text::clean_generation;
@@ -27,11 +27,13 @@ use sha2::{Digest, Sha256};
 use crate::DistillError;
 use crate::kl::KlReduction;
 use crate::objective::{Distill, DistillBatches};
+use crate::on_policy::{OnPolicySettings, SelfDistill};
 use crate::target::{
     Target, TargetKind, continuation_targets, qa_targets, read_targets, record_pairs,
-    regulariser_targets, targets_jsonl,
+    regulariser_targets, rehearsal_targets, targets_jsonl,
 };
 use crate::teacher::{TeacherConfig, prepare};
+use engram_train::guard::GuardReport;
 
 /// The targets of an injection, beside its adapter.
 pub const TARGETS_FILE: &str = "targets.jsonl";
@@ -115,6 +117,8 @@ pub struct DistillSettings {
     pub top_k: Option<usize>,
     /// How per-token KL values become one loss.
     pub reduction: KlReduction,
+    /// `self-distill`'s sampling, divergence, rounds and stop.
+    pub on_policy: OnPolicySettings,
 }
 
 impl Default for DistillSettings {
@@ -133,6 +137,7 @@ impl Default for DistillSettings {
             temperature: 1.0,
             top_k: Some(64),
             reduction: KlReduction::default(),
+            on_policy: OnPolicySettings::default(),
         }
     }
 }
@@ -161,7 +166,7 @@ impl DistillSettings {
                 "must be at least 1",
             ));
         }
-        Ok(())
+        self.on_policy.validate()
     }
 
     /// The settings as JSON, for run manifests.
@@ -177,6 +182,7 @@ impl DistillSettings {
             "temperature": self.temperature,
             "top_k": self.top_k,
             "reduction": self.reduction.as_str(),
+            "on_policy": self.on_policy.to_json(),
         })
     }
 }
@@ -303,7 +309,22 @@ impl SelfParam {
             inner: &mut model,
             cache: self.cache.clone(),
         };
-        let fresh = self.targets(&mut generator, items, &records, previous)?;
+        let mut fresh = self.targets(&mut generator, items, &records, previous)?;
+        let guard = &self.finetune.guard;
+        let mut guarded = GuardReport {
+            share: guard.share,
+            task_rows: fresh.len(),
+            ..GuardReport::default()
+        };
+        if guard.is_on() {
+            let (pool, seconds) = guard.pool(&*env.model)?;
+            let rows = guard.draw(&pool, fresh.len(), r.seed);
+            guarded.rehearsal_rows = rows.len();
+            guarded.pool = pool.len();
+            guarded.pool_seconds = seconds;
+            fresh.extend(rehearsal_targets(&rows));
+        }
+        guarded.write(out)?;
         let current: std::collections::BTreeSet<&str> =
             items.iter().map(|i| i.id.as_str()).collect();
         let path = out.join(TARGETS_FILE);
@@ -324,7 +345,13 @@ impl SelfParam {
                 batch_size: 4,
             },
         )?;
-        let epochs = r.epochs(prepared.student.len(), items.len());
+        // The budget counts the method's own targets; the guard's rows come on top.
+        let task = prepared
+            .kept
+            .iter()
+            .filter(|&&i| fresh[i].kind != TargetKind::Rehearsal)
+            .count();
+        let epochs = r.epochs(task, items.len());
         let mut report = DistillReport {
             dropped: prepared.dropped,
             target_tokens: prepared.target_tokens,
@@ -379,6 +406,7 @@ impl SelfParam {
         let objective = Distill {
             temperature: s.temperature,
             reduction: s.reduction,
+            alpha: 0.0,
         };
         let job = Job::in_folder(out, previous, data_id);
         train_objective(env.model, &settings, job, &objective, &source, env.on_step)?;
@@ -418,7 +446,8 @@ impl Method for SelfParam {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        Ok(Some(r.summary()))
+        let guard = GuardReport::read(out).map(|g| format!("; {}", g.summary()));
+        Ok(Some(r.summary() + &guard.unwrap_or_default()))
     }
 }
 
@@ -442,7 +471,7 @@ impl DistillReport {
     }
 }
 
-/// SELF-PARAM's family: builds `self-param` for the registry.
+/// The distillation family: builds `self-param` and `self-distill` for the registry.
 #[derive(Clone)]
 pub struct SelfParams {
     /// How targets are built.
@@ -483,6 +512,17 @@ impl Family for SelfParams {
         _: &Registry,
     ) -> Result<Box<dyn Method>, InjectError> {
         self.settings.validate()?;
+        if info.recipe == Recipe::SelfDistill {
+            return Ok(Box::new(SelfDistill {
+                info,
+                settings: self.settings.on_policy.clone(),
+                top_k: self.settings.top_k,
+                replay: self.replay.clone(),
+                finetune: finetune.clone(),
+                dataset: self.dataset.clone(),
+                cache: self.cache.clone(),
+            }));
+        }
         Ok(Box::new(SelfParam {
             info,
             settings: self.settings.clone(),

@@ -8,7 +8,7 @@ use engram_data::Batcher;
 use engram_model::Llama;
 use engram_train::{BatchSource, LossOutput, Objective, ToDevice, TokenBatch};
 
-use crate::kl::{KlReduction, TeacherDist, kl_loss};
+use crate::kl::{KlReduction, TeacherDist, divergence_loss};
 
 /// A batch of student sequences with the teacher's distribution at each of their target tokens, in the order
 /// of `tokens.target_positions`.
@@ -68,6 +68,8 @@ pub struct Distill {
     pub temperature: f32,
     /// How per-token KL values become one loss.
     pub reduction: KlReduction,
+    /// 0 the forward KL, 1 the reverse KL, between them the generalised JSD ([`divergence_loss`]).
+    pub alpha: f32,
 }
 
 impl Default for Distill {
@@ -75,6 +77,7 @@ impl Default for Distill {
         Self {
             temperature: 1.0,
             reduction: KlReduction::default(),
+            alpha: 0.0,
         }
     }
 }
@@ -103,7 +106,14 @@ impl Objective for Distill {
             .convert::<f32>()
             .try_into_vec::<f32>()
             .unwrap_or_default();
-        let loss = match kl_loss(&teachers, values, vocab, self.temperature, self.reduction) {
+        let loss = match divergence_loss(
+            &teachers,
+            values,
+            vocab,
+            self.temperature,
+            self.reduction,
+            self.alpha,
+        ) {
             Ok(out) => {
                 // `sum(logits · grad)` has gradient `grad`; its value is swapped for the true loss.
                 let coef = Tensor::<2>::from_data(

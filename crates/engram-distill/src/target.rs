@@ -25,11 +25,19 @@ pub enum TargetKind {
     /// Unrelated general text, so the student keeps its behaviour elsewhere: the teacher reads it after the
     /// context (SELF-PARAM's default) or alone.
     Regulariser,
+    /// The locality guard's row: a general prompt and the base model's own answer, read alike by both (the
+    /// teacher is the base model without the context): a KL to the base.
+    Rehearsal,
 }
 
 impl TargetKind {
     /// Every kind, in the order targets are built.
-    pub const ALL: [TargetKind; 3] = [Self::Qa, Self::Continuation, Self::Regulariser];
+    pub const ALL: [TargetKind; 4] = [
+        Self::Qa,
+        Self::Continuation,
+        Self::Regulariser,
+        Self::Rehearsal,
+    ];
 
     /// The name in `targets.jsonl` and reports (`qa`, `continuation`, `regulariser`).
     pub fn as_str(self) -> &'static str {
@@ -37,6 +45,7 @@ impl TargetKind {
             Self::Qa => "qa",
             Self::Continuation => "continuation",
             Self::Regulariser => "regulariser",
+            Self::Rehearsal => "rehearsal",
         }
     }
 }
@@ -71,6 +80,19 @@ pub fn qa_targets(source: &str, context: &str, pairs: &[(String, String)]) -> Ve
                 Message::user(question.clone()),
                 Message::assistant(answer.clone()),
             ]),
+        })
+        .collect()
+}
+
+/// The locality guard's rows as targets: teacher and student read the same general prompt and the base
+/// model's answer, so the loss is the student's divergence from the base model there.
+pub fn rehearsal_targets(rows: &[engram_train::Rehearsal]) -> Vec<Target> {
+    rows.iter()
+        .map(|r| Target {
+            kind: TargetKind::Rehearsal,
+            source: "rehearsal".into(),
+            teacher: r.example(),
+            student: r.example(),
         })
         .collect()
 }

@@ -151,3 +151,92 @@ pub fn regulariser_texts() -> Vec<String> {
     texts.truncate(texts.len() / 2);
     texts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    const STOP: &[&str] = &[
+        "what", "which", "does", "have", "with", "that", "this", "from", "about", "many", "much",
+        "your", "there", "their", "where", "when", "explain", "briefly", "write", "sentence",
+        "give", "into", "word", "name", "called", "most", "used", "make", "made", "they", "them",
+        "were",
+    ];
+
+    fn content_words(text: &str) -> BTreeSet<String> {
+        text.split(|c: char| !c.is_ascii_alphanumeric())
+            .map(|w| w.to_ascii_lowercase())
+            .filter(|w| w.len() >= 4 && !STOP.contains(&w.as_str()))
+            .collect()
+    }
+
+    fn words(text: &str) -> Vec<String> {
+        text.split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.to_ascii_lowercase())
+            .collect()
+    }
+
+    /// The locality guard rehearses the base model's answers to `datasets/rehearsal`; locality is measured on
+    /// the trivia questions and the general texts. Nothing rehearsed may be something measured: no trivia
+    /// item (of any split) is asked or answered by a rehearsal prompt, and no general text's topic appears.
+    #[test]
+    fn the_rehearsal_pool_is_disjoint_from_every_locality_measure() {
+        let pool = engram_train::guard::shipped_prompts();
+        let trivia = trivia().unwrap();
+        assert_eq!(trivia.items.len(), 320, "all splits, not only the test one");
+        for prompt in &pool {
+            let prompt_words = words(prompt);
+            let mine = content_words(prompt);
+            for item in &trivia.items {
+                for q in &item.questions {
+                    let answer = words(&q.answer);
+                    if q.answer.len() >= 4 {
+                        assert!(
+                            !prompt_words
+                                .windows(answer.len())
+                                .any(|w| w == answer.as_slice()),
+                            "rehearsal prompt {prompt:?} names the answer of {}: {:?}",
+                            item.id,
+                            q.answer
+                        );
+                    }
+                    let theirs = content_words(&format!("{} {}", q.question, item.context));
+                    let shared: Vec<_> = mine.intersection(&theirs).collect();
+                    assert!(
+                        shared.len() < 3,
+                        "rehearsal prompt {prompt:?} shares {shared:?} with {}",
+                        item.id
+                    );
+                }
+            }
+            for (name, text) in GENERAL {
+                assert!(!text.contains(prompt.as_str()), "{prompt:?} is in {name}");
+            }
+            // The general texts' topics, one file each.
+            let lower = format!(" {} ", prompt_words.join(" "));
+            for topic in [
+                "water cycle",
+                "bread",
+                "printing",
+                "press",
+                "heart",
+                "volcano",
+                "volcanoes",
+                "bee",
+                "bees",
+                "honey",
+                "season",
+                "seasons",
+                "bicycle",
+                "bicycles",
+            ] {
+                assert!(
+                    !lower.contains(&format!(" {topic} ")),
+                    "rehearsal prompt {prompt:?} is about a general text's topic ({topic})"
+                );
+            }
+        }
+    }
+}

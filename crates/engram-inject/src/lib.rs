@@ -31,7 +31,7 @@ pub use answer::{
     Estimate, bootstrap_mean, contains_answer, exact_match, gap_recovery, normalize_answer,
     token_f1,
 };
-pub use engram_train::{Batching, FineTuneSettings};
+pub use engram_train::{Batching, FineTuneSettings, Guard};
 pub use error::InjectError;
 pub use item::{
     Item, Question, QuestionKind, Splits, parse_items, parse_splits, read_items, read_splits,

@@ -68,6 +68,8 @@ pub enum Recipe {
     },
     /// SELF-PARAM's KL distillation.
     SelfParam,
+    /// On-policy context distillation: the student's own answers, scored by the teacher reading the context.
+    SelfDistill,
     /// A knowledge-category curriculum.
     Curriculum(Stages),
     /// A method of your own, used directly (the registry builds only [`METHODS`]).
@@ -100,7 +102,7 @@ impl Recipe {
         match self {
             Recipe::Prompt { .. } | Recipe::FineTune(_) => FamilyKind::Baseline,
             Recipe::Replay { .. } => FamilyKind::Replay,
-            Recipe::SelfParam => FamilyKind::Distill,
+            Recipe::SelfParam | Recipe::SelfDistill => FamilyKind::Distill,
             Recipe::Curriculum(_) => FamilyKind::Curriculum,
             Recipe::Custom => FamilyKind::Custom,
         }
@@ -134,7 +136,7 @@ const fn replay(protocol: Protocol, context_prefix: bool) -> Recipe {
 }
 
 /// Every method engram knows, in the order reports list them.
-pub const METHODS: [MethodInfo; 15] = [
+pub const METHODS: [MethodInfo; 16] = [
     info(
         "base",
         "the base model, no context",
@@ -194,6 +196,11 @@ pub const METHODS: [MethodInfo; 15] = [
         "self-param",
         "SELF-PARAM: KL distillation of the base model reading the context into an adapter reading QA, continuations and regulariser text without it",
         Recipe::SelfParam,
+    ),
+    info(
+        "self-distill",
+        "on-policy self-distillation (SDFT): the adapter answers the item's questions itself and learns the base model's distribution with the context in view on its own tokens; stops once it answers its training questions",
+        Recipe::SelfDistill,
     ),
     info(
         "gradual",

@@ -14,19 +14,23 @@
 //!
 //! - [`sft`]: the one supervised fine-tuning pipeline — examples → batches → adapter → [`Trainer`] → PEFT
 //!   files — run by `engram train` and by every injection method, with its settings in one flat value per
-//!   concern ([`FineTuneSettings`]: LoRA, optimiser and schedule, [`Batching`]).
+//!   concern ([`FineTuneSettings`]: LoRA, optimiser and schedule, [`Batching`], the locality [`Guard`]).
+//! - [`guard`]: the locality guard every method composes with: the base model's own answers to a pool of
+//!   general prompts, mixed into the training rows (self-rehearsal; a KL to the base for distillation).
 //!
 //! Only the adapter factors take part in autodiff: the base weights stay plain tensors, so they get no
 //! gradient, no optimizer state and no autodiff bookkeeping.
 #![warn(missing_docs)]
 
 mod error;
+pub mod guard;
 mod objective;
 mod optim;
 pub mod sft;
 mod trainer;
 
 pub use error::TrainError;
+pub use guard::{Guard, GuardReport, Rehearsal};
 pub use objective::{
     BatchSource, CrossEntropy, DeviceBatches, LossOutput, Objective, ToDevice, TokenBatch,
     cross_entropy, cross_entropy_host, host_softmax_enabled,

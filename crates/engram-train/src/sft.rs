@@ -12,6 +12,7 @@ use engram_model::LoadedModel;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::guard::{Guard, GuardReport};
 use crate::{
     BatchSource, CrossEntropy, DeviceBatches, Length, Objective, StepMetrics, TrainConfig,
     TrainError, TrainSummary, Trainer,
@@ -68,11 +69,13 @@ pub struct FineTuneSettings {
     pub train: TrainConfig,
     /// Rows per batch and tokens per row.
     pub batching: Batching,
+    /// The locality guard: the base model's own answers to general prompts mixed into the training rows.
+    pub guard: Guard,
 }
 
 impl Default for FineTuneSettings {
     /// LoRA r 8, alpha 16 on all seven projections, lr 3e-4 (the PyTorch + PEFT reference's recipe), batch 4,
-    /// 20 epochs.
+    /// 20 epochs, no locality guard (the reference recipe as it is; the injection settings switch it on).
     fn default() -> Self {
         Self {
             lora: LoraConfig::default(),
@@ -81,6 +84,7 @@ impl Default for FineTuneSettings {
                 ..TrainConfig::default()
             },
             batching: Batching::default(),
+            guard: Guard::off(),
         }
     }
 }
@@ -92,6 +96,7 @@ impl FineTuneSettings {
             "lora": self.lora.to_peft_json(),
             "train": self.train,
             "batching": self.batching,
+            "guard": self.guard.to_json(),
         })
     }
 
@@ -114,6 +119,7 @@ impl FineTuneSettings {
     /// Checks ranges, naming the option.
     pub fn validate(&self) -> Result<(), TrainError> {
         self.batching.validate()?;
+        self.guard.validate()?;
         self.lora.validate()?;
         self.train.validate()
     }
@@ -245,7 +251,8 @@ pub fn data_id(jsonl: &str, examples: usize, previous: Option<&Path>) -> String 
 
 /// Fine-tunes an adapter on `examples` into `out` (PEFT files, `metrics.jsonl`, and the examples as
 /// `train.jsonl`), continuing `previous` when given and resuming a checkpoint found in `out`; the model is
-/// left as it was. Returns the adapter folder.
+/// left as it was. The guard's rehearsal rows are mixed in (they are in `train.jsonl` too, and `guard.json`
+/// says how many). Returns the adapter folder.
 pub fn fine_tune(
     lm: &mut LoadedModel,
     examples: &[Example],
@@ -263,6 +270,7 @@ pub fn fine_tune(
         ));
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::from((out.to_path_buf(), e)))?;
+    let examples = &with_rehearsal(lm, examples, &settings.guard, settings.train.seed, out)?;
     let jsonl = engram_model::formats::jsonl::to_jsonl(examples);
     let data_path = out.join(TRAIN_DATA_FILE);
     engram_model::formats::atomic::write_file_atomically(&data_path, jsonl.as_bytes())
@@ -275,4 +283,30 @@ pub fn fine_tune(
     let job = Job::in_folder(out, previous, data_id(&jsonl, examples.len(), previous));
     train_objective(lm, settings, job, &CrossEntropy, &source, on_step)?;
     Ok(out.to_path_buf())
+}
+
+/// `examples` and the guard's rehearsal rows for them (none when it is off), with `guard.json` written in `out`.
+fn with_rehearsal(
+    lm: &LoadedModel,
+    examples: &[Example],
+    guard: &Guard,
+    seed: u64,
+    out: &Path,
+) -> Result<Vec<Example>, TrainError> {
+    let mut all = examples.to_vec();
+    let mut report = GuardReport {
+        share: guard.share,
+        task_rows: examples.len(),
+        ..GuardReport::default()
+    };
+    if guard.is_on() {
+        let (pool, seconds) = guard.pool(lm)?;
+        let rows = guard.draw(&pool, examples.len(), seed);
+        report.rehearsal_rows = rows.len();
+        report.pool = pool.len();
+        report.pool_seconds = seconds;
+        all.extend(rows.iter().map(|r| r.example()));
+    }
+    report.write(out)?;
+    Ok(all)
 }
