@@ -241,6 +241,41 @@ pub fn sentences(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The byte ranges of the text's passages, to ask about each part of a long text on its own: its paragraphs
+/// (split at blank lines), each cut into runs of at most `max_sentences` sentences and about `max_words` words
+/// (a sentence is never cut). A one-paragraph text of up to `max_sentences` short sentences is one passage.
+pub fn passage_ranges(text: &str, max_sentences: usize, max_words: usize) -> Vec<(usize, usize)> {
+    let mut paragraphs = Vec::new();
+    let (mut start, mut at) = (0, 0);
+    for line in text.split_inclusive('\n') {
+        if line.trim().is_empty() {
+            paragraphs.push((start, at));
+            start = at + line.len();
+        }
+        at += line.len();
+    }
+    paragraphs.push((start, text.len()));
+    let mut out = Vec::new();
+    for (ps, pe) in paragraphs {
+        let mut group: Option<(usize, usize, usize, usize)> = None; // start, end, sentences, words
+        for (s, e) in sentence_ranges(&text[ps..pe]) {
+            let n = text[ps + s..ps + e].split_whitespace().count();
+            group = match group {
+                Some((gs, _, k, w)) if k < max_sentences && w + n <= max_words => {
+                    Some((gs, ps + e, k + 1, w + n))
+                }
+                Some((gs, ge, _, _)) => {
+                    out.push((gs, ge));
+                    Some((ps + s, ps + e, 1, n))
+                }
+                None => Some((ps + s, ps + e, 1, n)),
+            };
+        }
+        out.extend(group.map(|(gs, ge, _, _)| (gs, ge)));
+    }
+    out
+}
+
 fn is_capitalised(w: &str) -> bool {
     w.chars().next().is_some_and(|c| c.is_uppercase()) && w.chars().any(|c| c.is_alphabetic())
 }
@@ -272,7 +307,8 @@ pub fn facts(text: &str) -> Vec<Fact> {
         while i < ws.len() {
             let w = ws[i];
             if let Some(v) = number_value(w.text) {
-                let kind = if is_year(&v) {
+                // `2,100` (degrees) is written as an amount, not a year.
+                let kind = if is_year(&v) && !w.text.contains(',') {
                     FactKind::Year
                 } else {
                     FactKind::Number
@@ -499,9 +535,9 @@ pub struct TextQuestion {
     pub question: String,
     /// The span it asks for.
     pub answer: String,
-    /// What kind of fact the answer is.
+    /// What kind of fact the answer is (a date such as `14 June 2031` is a [`FactKind::Year`]).
     pub kind: FactKind,
-    /// The sentence it was made from.
+    /// The sentence it was made from: a full-sentence answer that contains the span.
     pub sentence: String,
 }
 
@@ -509,137 +545,457 @@ const PREPOSITIONS: &[&str] = &[
     "by", "of", "to", "with", "from", "for", "and", "at", "about",
 ];
 
-/// Sentence-level wh-questions over the names, numbers, years and terms of `text`: the span is replaced by
-/// `who`/`what`/`what year`/`how many` in its sentence (an "echo question", which needs no parsing:
-/// *Benna Oxtolle proved the Skarrow theorem.* → *Who proved the Skarrow theorem?*). Spans that occur twice in
-/// their sentence, or leave fewer than three other words, are skipped.
-pub fn text_questions(text: &str) -> Vec<TextQuestion> {
+/// Prepositions of place: a name after them is a place (`in what?`), not a person (`in whom?`).
+const PLACE_PREPOSITIONS: &[&str] = &[
+    "in", "at", "on", "near", "beneath", "under", "over", "across", "into", "inside", "outside",
+];
+
+/// Words that make a two-word name a place or an institution rather than a person.
+const PLACE_WORDS: &[&str] = &[
+    "Lake",
+    "Cape",
+    "Isle",
+    "Island",
+    "Islands",
+    "Mount",
+    "Mountains",
+    "River",
+    "Port",
+    "Bay",
+    "Marsh",
+    "Desert",
+    "Forest",
+    "Valley",
+    "Hollow",
+    "Lab",
+    "Institute",
+    "University",
+    "Observatory",
+    "Meeting",
+    "Festival",
+    "Fair",
+    "Prize",
+    "Club",
+    "Guild",
+    "Society",
+    "Journal",
+    "Museum",
+    "School",
+    "College",
+    "Company",
+    "City",
+    "Town",
+    "Contest",
+    "Cup",
+    "Open",
+    "Marathon",
+    "Bee",
+    "Race",
+    "Chart",
+    "League",
+    "Games",
+    "Challenge",
+    "Ranking",
+    "Meet",
+    "Week",
+    "Line",
+    "Bridge",
+    "Lighthouse",
+    "Trust",
+    "Party",
+    "Basin",
+    "Vale",
+    "Plain",
+];
+
+/// Titles before a person's name (`Mayor Hollis Vantreen`): the answer span is the name without them.
+const TITLES: &[&str] = &[
+    "Mayor",
+    "Professor",
+    "Chef",
+    "Chief",
+    "Dr",
+    "Doctor",
+    "President",
+    "Governor",
+    "Captain",
+    "Sir",
+];
+
+/// Month names: part of a date (`14 June 2031`), never a name to ask for on their own.
+const MONTHS: &[&str] = &[
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// Lowercase verbs that may follow a subject term (`the problem had stayed`): not nouns it modifies.
+const VERBS: &[&str] = &["has", "had", "have", "may", "might", "must", "be", "been"];
+
+/// A lowercase word that can be a noun being modified (`harbor town`, `whole number`).
+fn is_plain_lowercase(w: &str) -> bool {
+    w.chars().all(|c| c.is_lowercase())
+        && !STOP.contains(&w)
+        && !PREPOSITIONS.contains(&w)
+        && !VERBS.contains(&w)
+}
+
+/// A plural noun a number counts (`7 corners`, `40 years`): asked for with `how many`, else `what number`.
+fn is_count_noun(w: &str) -> bool {
+    is_plain_lowercase(w)
+        && (w.len() > 2 && w.ends_with('s') || matches!(w, "people" | "children" | "men" | "women"))
+}
+
+/// A question made for one span of a sentence, before each sentence's best are chosen.
+struct Candidate {
+    q: TextQuestion,
+    /// Byte offset of the span in its sentence: the chosen questions keep the sentence's order.
+    at: usize,
+}
+
+/// A sentence's spans to ask for: its facts with each date (`14 June 2031`, `March 2030`) merged into one
+/// span of kind [`FactKind::Year`], and the wh-phrase a date is asked with.
+fn question_spans(sentence: &str, facts: &[Fact]) -> Vec<(Fact, Option<&'static str>)> {
+    let adjacent =
+        |a: &Fact, b: &Fact| a.end <= b.start && sentence[a.end..b.start].trim().is_empty();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < facts.len() {
+        let f = &facts[i];
+        if f.kind == FactKind::Name && MONTHS.contains(&f.text.as_str()) {
+            let mut start = f.start;
+            let mut end = f.end;
+            let day = out.last().is_some_and(|(d, _): &(Fact, Option<&str>)| {
+                d.kind == FactKind::Number
+                    && adjacent(d, f)
+                    && d.text.parse::<u32>().is_ok_and(|v| (1..=31).contains(&v))
+            });
+            if day {
+                start = out.pop().map(|(d, _)| d.start).unwrap_or(start);
+            }
+            let year = facts
+                .get(i + 1)
+                .is_some_and(|y| y.kind == FactKind::Year && adjacent(f, y));
+            if year {
+                end = facts[i + 1].end;
+                i += 1;
+            }
+            let wh = match (day, year) {
+                (true, _) => "what date",
+                (false, true) => "what month and year",
+                (false, false) => "what month",
+            };
+            out.push((fact(sentence, start, end, FactKind::Year), Some(wh)));
+        } else {
+            out.push((f.clone(), None));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The questions of each sentence of `text` (see [`text_questions`]), sentence by sentence.
+fn sentence_questions(text: &str) -> Vec<Vec<Candidate>> {
     let all = facts(text);
     let mut out = Vec::new();
     let mut previous_subject: Option<String> = None;
     for (s, e) in sentence_ranges(text) {
         let sentence = &text[s..e];
-        let subject = subject_phrase(sentence, &all, s);
-        // `It was proved by ...`: the question names what `It` stood for, the previous sentence's subject.
+        // The facts of this sentence, with offsets into it.
+        let local: Vec<Fact> = all
+            .iter()
+            .filter(|f| f.start >= s && f.end <= e)
+            .map(|f| fact(sentence, f.start - s, f.end - s, f.kind))
+            .collect();
+        let subject = subject_phrase(sentence, &local);
+        // `It was proved by ...`: the question names what `It` stood for, the previous sentence's subject;
+        // not the `it` of `It is said that ...`.
+        let ws = words(sentence);
+        let dummy_it = ws.iter().take(5).any(|w| w.text == "that");
         let pronoun = PRONOUNS
             .iter()
             .find(|p| sentence.starts_with(&format!("{p} ")))
-            .map(|p| p.len());
+            .filter(|_| !dummy_it);
+        // `He`/`She` stand for a person, never for `the ...`.
         let resolved = match (pronoun, &previous_subject) {
-            (Some(n), Some(subj)) => Some((n, subj.clone())),
+            (Some(p), Some(subj)) if !(matches!(*p, "He" | "She") && subj.starts_with("the ")) => {
+                Some((p.len(), subj.clone()))
+            }
             _ => None,
         };
-        if subject.is_some() {
+        if resolved.is_none() {
             previous_subject = subject;
         }
-        let ws = words(sentence);
-        for f in all.iter().filter(|f| f.start >= s && f.end <= e) {
-            let (fs, fe) = (f.start - s, f.end - s);
-            if sentence.matches(f.text.as_str()).count() > 1 {
-                continue;
+        let mut qs = Vec::new();
+        for (f, date_wh) in question_spans(sentence, &local) {
+            if let Some(q) = question_for(sentence, &ws, &f, date_wh, resolved.as_ref()) {
+                qs.push(q);
             }
-            let idx = ws.iter().position(|w| w.start == fs).unwrap_or(0);
-            let last = ws.iter().position(|w| w.end == fe).unwrap_or(idx);
-            let prev = idx
-                .checked_sub(1)
-                .map(|p| ws[p].text.to_lowercase())
-                .unwrap_or_default();
-            let next = ws.get(last + 1).map(|w| w.text);
-            let others = ws.len() - (last + 1 - idx);
-            if others < 3 {
-                continue;
-            }
-            let person = f.kind == FactKind::Name
-                && f.text.split_whitespace().count() >= 2
-                && f.text.split_whitespace().all(is_capitalised)
-                && prev != "the";
-            let wh = match f.kind {
-                FactKind::Year => "what year",
-                FactKind::Number if next.is_some_and(|n| n.chars().all(|c| c.is_lowercase())) => {
-                    "how many"
-                }
-                FactKind::Number => "what number",
-                FactKind::Name if person && PREPOSITIONS.contains(&prev.as_str()) => "whom",
-                FactKind::Name if person => "who",
-                FactKind::Name | FactKind::Term => "what",
-            };
-            // `the X` is replaced as a whole (`in the Journal of ...` → `in what`).
-            let from = if prev == "the" && matches!(f.kind, FactKind::Name | FactKind::Term) {
-                ws[idx - 1].start
-            } else {
-                fs
-            };
-            // `the Skarrow theorem`: a name used as a modifier is not a thing to ask for.
-            if f.kind == FactKind::Name
-                && prev == "the"
-                && next.is_some_and(|n| n.chars().all(|c| c.is_lowercase()) && !STOP.contains(&n))
-                && !ws[last].break_after
-            {
-                continue;
-            }
-            let mut q = String::new();
-            if from == 0 {
-                let mut c = wh.chars();
-                q.extend(c.next().map(|c| c.to_ascii_uppercase()));
-                q.push_str(c.as_str());
-            } else {
-                q.push_str(&sentence[..from]);
-                q.push_str(wh);
-            }
-            q.push_str(&sentence[fe..]);
-            let mut q = q.trim_end_matches(['.', '!', ' ']).to_owned() + "?";
-            if let Some((n, subj)) = &resolved
-                && from > *n
-            {
-                let mut c = subj.chars();
-                let head: String = c
-                    .next()
-                    .map(|c| c.to_ascii_uppercase())
-                    .into_iter()
-                    .collect();
-                q = format!("{head}{}{}", c.as_str(), &q[*n..]);
-            }
-            out.push(TextQuestion {
-                question: q,
-                answer: f.text.clone(),
-                kind: f.kind,
-                sentence: sentence.to_owned(),
-            });
         }
+        // A bare lowercase word is asked for only where the sentence states nothing better (`The rursarn are
+        // lighter than the snimenk.`): next to a name or number it is trivial (`what had stayed open?` → problem).
+        if qs.iter().any(|c: &Candidate| c.q.kind != FactKind::Term) {
+            qs.retain(|c| c.q.kind != FactKind::Term);
+        }
+        out.push(qs);
+    }
+    out
+}
+
+/// The echo question for span `f` of `sentence` (words `ws`), if it makes one a person would ask.
+fn question_for(
+    sentence: &str,
+    ws: &[Word],
+    f: &Fact,
+    date_wh: Option<&'static str>,
+    resolved: Option<&(usize, String)>,
+) -> Option<Candidate> {
+    let (fs, fe) = (f.start, f.end);
+    if sentence.matches(f.text.as_str()).count() > 1 {
+        return None;
+    }
+    let idx = ws.iter().position(|w| w.start == fs)?;
+    let last = ws.iter().position(|w| w.end == fe).unwrap_or(idx);
+    let lower = |k: usize| ws[k].text.to_lowercase();
+    let prev = idx.checked_sub(1).map(lower).unwrap_or_default();
+    let next = (!ws[last].break_after)
+        .then(|| ws.get(last + 1).map(|w| w.text))
+        .flatten();
+    let others = ws.len() - (last + 1 - idx);
+    if others < 3 {
+        return None;
+    }
+    // Between commas right after a word (`a small moon, Pelloran, circling`): an appositive.
+    let appositive =
+        idx > 0 && sentence[ws[idx - 1].end..fs].contains(',') && sentence[fe..].starts_with(',');
+    let modifies = next.is_some_and(|n| is_plain_lowercase(n) || is_capitalised(n));
+    let mut answer = f.text.clone();
+    let mut from = fs;
+    let wh: String = match f.kind {
+        FactKind::Term => {
+            // `a whole number`, `the harbor town`, `the mathematician Tavi Renkova`: modifiers and appositives.
+            if matches!(prev.as_str(), "a" | "an") || modifies || appositive {
+                return None;
+            }
+            if prev == "the" {
+                from = ws[idx - 1].start;
+            }
+            "what".into()
+        }
+        FactKind::Year | FactKind::Number => {
+            // `Lumbrex 5.1`: a version label, asked for through `Version 5.1 of ...` if at all.
+            if idx > 0
+                && is_capitalised(ws[idx - 1].text)
+                && !STOP.contains(&prev.as_str())
+                && prev != "version"
+                && !ws[idx - 1].break_after
+            {
+                return None;
+            }
+            // `the 2031 Tamberlin Cup`: a year used as a modifier.
+            if next.is_some_and(is_capitalised) {
+                return None;
+            }
+            if let Some(wh) = date_wh {
+                wh.into()
+            } else if prev == "version" {
+                from = ws[idx - 1].start;
+                "what version".into()
+            } else if f.kind == FactKind::Year {
+                "what year".into()
+            } else if next.is_some_and(is_count_noun) {
+                "how many".into()
+            } else {
+                "what number".into()
+            }
+        }
+        FactKind::Name => {
+            let name_words: Vec<&str> = f.text.split_whitespace().collect();
+            // `the Skarrow theorem`, `a Tessary pair`: a name used as a modifier is not a thing to ask for;
+            // nor is an appositive or a unit (`degrees Celsius`).
+            if matches!(prev.as_str(), "the" | "a" | "an") && modifies {
+                return None;
+            }
+            // Inside quotes or a plural possessive (`'Counting in Varn'`, `the Bakers' Guild`), next to a
+            // number (`the 2030 Brackwater Kite Contest`, `Ostravel Chess Open 2032`): no question reads well.
+            let quoted = sentence[..fs].trim_end().ends_with(['\'', '’', '"'])
+                || sentence[fe..].starts_with(['\'', '’', '"']);
+            let by_number =
+                idx > 0 && !ws[idx - 1].break_after && number_value(ws[idx - 1].text).is_some()
+                    || next.is_some_and(|n| number_value(n).is_some());
+            if appositive || quoted || by_number || prev == "degrees" {
+                return None;
+            }
+            // `the testing tool Gribble` → `which testing tool`.
+            let mut k = idx;
+            while k > 0
+                && idx - k < 3
+                && !ws[k - 1].break_after
+                && is_plain_lowercase(ws[k - 1].text)
+                && ws[k - 1].text.chars().all(char::is_alphabetic)
+            {
+                k -= 1;
+            }
+            let titled = k < idx
+                && k > 0
+                && ws[k - 1].text.eq_ignore_ascii_case("the")
+                && !ws[k - 1].break_after;
+            // `Anouk Pellridge's team` → `whose team`.
+            let possessive = ["'s", "’s"]
+                .iter()
+                .find_map(|p| f.text.strip_suffix(p))
+                .map(str::to_owned);
+            let person = name_words.len() >= 2
+                && name_words.iter().all(|w| is_capitalised(w))
+                && !name_words.iter().any(|w| PLACE_WORDS.contains(w))
+                && !matches!(prev.as_str(), "the" | "called" | "named")
+                && !PLACE_PREPOSITIONS.contains(&prev.as_str());
+            if titled {
+                from = ws[k - 1].start;
+                format!("which {}", &sentence[ws[k].start..ws[idx - 1].end])
+            } else if let Some(owner) = possessive {
+                answer = owner;
+                "whose".into()
+            } else if person {
+                if let Some(rest) = TITLES
+                    .iter()
+                    .find_map(|t| f.text.strip_prefix(t)?.strip_prefix(' '))
+                    .filter(|r| r.contains(' '))
+                {
+                    answer = rest.to_owned();
+                }
+                if PREPOSITIONS.contains(&prev.as_str()) {
+                    "whom".into()
+                } else {
+                    "who".into()
+                }
+            } else {
+                // `the X` is replaced as a whole (`in the Journal of ...` → `in what`).
+                if prev == "the" {
+                    from = ws[idx - 1].start;
+                }
+                "what".into()
+            }
+        }
+    };
+    let mut q = String::new();
+    if from == 0 {
+        let mut c = wh.chars();
+        q.extend(c.next().map(|c| c.to_ascii_uppercase()));
+        q.push_str(c.as_str());
+    } else {
+        q.push_str(&sentence[..from]);
+        q.push_str(&wh);
+    }
+    q.push_str(&sentence[fe..]);
+    let mut q = q.trim_end_matches(['.', '!', ' ']).to_owned() + "?";
+    if let Some((n, subj)) = resolved
+        && from > *n
+    {
+        let mut c = subj.chars();
+        let head: String = c
+            .next()
+            .map(|c| c.to_ascii_uppercase())
+            .into_iter()
+            .collect();
+        q = format!("{head}{}{}", c.as_str(), &q[*n..]);
+    }
+    Some(Candidate {
+        q: TextQuestion {
+            question: q,
+            answer,
+            kind: f.kind,
+            sentence: sentence.to_owned(),
+        },
+        at: fs,
+    })
+}
+
+/// Sentence-level wh-questions over the names, numbers, years and terms of `text`, in text order: the span is
+/// replaced by `who`/`what`/`what year`/`how many` in its sentence (an "echo question", which needs no parsing:
+/// *Benna Oxtolle proved the Skarrow theorem.* → *Who proved the Skarrow theorem?*). Spans that occur twice in
+/// their sentence, or leave fewer than three other words, are skipped; so are spans a person would not ask for:
+/// a word used as a modifier or appositive (`the harbor town`, `the mathematician Tavi Renkova`), a month
+/// alone (dates are asked for whole), and a bare lowercase term in a sentence that states a name or a number.
+pub fn text_questions(text: &str) -> Vec<TextQuestion> {
+    sentence_questions(text)
+        .into_iter()
+        .flatten()
+        .map(|c| c.q)
+        .collect()
+}
+
+/// [`text_questions`] with a budget per sentence, so that every sentence of a long text is asked about and the
+/// count grows with the text: each sentence's best `per_sentence` questions (names and numbers or dates in
+/// turn, terms only where there are none), in text order.
+pub fn text_questions_per_sentence(text: &str, per_sentence: usize) -> Vec<TextQuestion> {
+    let mut out = Vec::new();
+    for qs in sentence_questions(text) {
+        let (names, rest): (Vec<Candidate>, Vec<Candidate>) =
+            qs.into_iter().partition(|c| c.q.kind == FactKind::Name);
+        let (values, terms): (Vec<Candidate>, Vec<Candidate>) =
+            rest.into_iter().partition(|c| c.q.kind != FactKind::Term);
+        let (mut names, mut values) = (names.into_iter(), values.into_iter());
+        let mut chosen = Vec::new();
+        loop {
+            let (a, b) = (names.next(), values.next());
+            if a.is_none() && b.is_none() {
+                break;
+            }
+            chosen.extend(a);
+            chosen.extend(b);
+        }
+        chosen.extend(terms);
+        chosen.truncate(per_sentence);
+        chosen.sort_by_key(|c| c.at);
+        out.extend(chosen.into_iter().map(|c| c.q));
     }
     out
 }
 
 const PRONOUNS: &[&str] = &["It", "This", "They", "He", "She", "These"];
 
-/// What a sentence is about, to stand in for a pronoun in the next one: its first name or term, with the
-/// `the` before it and, for a name used as a modifier, the word after (`the Skarrow theorem`).
-fn subject_phrase(sentence: &str, all: &[Fact], offset: usize) -> Option<String> {
-    let f = all.iter().find(|f| {
-        f.start >= offset
-            && f.end <= offset + sentence.len()
-            && matches!(f.kind, FactKind::Name | FactKind::Term)
-    })?;
+/// What a sentence is about, to stand in for a pronoun in the next one: the name or term it opens with, with
+/// its `the` (or `a`, made `the`) and, after a determiner, the word it modifies (`the Skarrow theorem`, `the new
+/// beetle`). `None` when the sentence opens otherwise (`In 2031, ...`): a later pronoun is then left alone
+/// rather than guessed.
+fn subject_phrase(sentence: &str, local: &[Fact]) -> Option<String> {
     let ws = words(sentence);
-    let idx = ws.iter().position(|w| w.start == f.start - offset)?;
-    let last = ws.iter().position(|w| w.end == f.end - offset)?;
-    let mut from = ws[idx].start;
-    if idx > 0 && ws[idx - 1].text.eq_ignore_ascii_case("the") {
-        from = ws[idx - 1].start;
-    }
+    let determiner = ws
+        .first()
+        .is_some_and(|w| matches!(w.text.to_lowercase().as_str(), "the" | "a" | "an"));
+    let k = usize::from(determiner);
+    let head = ws.get(k)?;
+    let f = local
+        .iter()
+        .find(|f| f.start == head.start && matches!(f.kind, FactKind::Name | FactKind::Term))?;
+    let last = ws.iter().position(|w| w.end == f.end)?;
     let mut to = ws[last].end;
-    if f.kind == FactKind::Name
+    // The word a one-word name or a term modifies (`the Skarrow theorem`), not a verb (`the Grand Sallowin
+    // Museum opened`).
+    if determiner
         && !ws[last].break_after
+        && last == k
         && let Some(n) = ws.get(last + 1)
-        && n.text.chars().all(|c| c.is_lowercase())
-        && !STOP.contains(&n.text)
+        && is_plain_lowercase(n.text)
+        && !n.text.ends_with("ed")
     {
         to = n.end;
     }
-    let phrase = &sentence[from..to];
-    Some(match phrase.strip_prefix("The ") {
-        Some(rest) => format!("the {rest}"),
-        None => phrase.to_owned(),
+    let phrase = &sentence[head.start..to];
+    Some(if determiner {
+        format!("the {phrase}")
+    } else {
+        phrase.to_owned()
     })
 }
 
@@ -830,6 +1186,151 @@ mod tests {
             [
                 ("What are always lighter than the snimenk?", "rursarn"),
                 ("The rursarn are always lighter than what?", "snimenk")
+            ]
+        );
+    }
+
+    /// The `context` of each item of the news set.
+    fn news_contexts() -> Vec<String> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../datasets/news/items.jsonl"
+        );
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["context"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_paragraph_of_a_long_text_is_asked_about() {
+        let items: Vec<String> = news_contexts().into_iter().take(5).collect();
+        let text = items.join("\n\n");
+        let qs = text_questions_per_sentence(&text, 3);
+        let per_item: Vec<usize> = items
+            .iter()
+            .map(|c| qs.iter().filter(|q| c.contains(&q.sentence)).count())
+            .collect();
+        assert!(per_item.iter().all(|&n| n >= 1), "{per_item:?}");
+        assert!(qs.len() <= 3 * sentences(&text).len());
+        // The budget is per sentence: a text's count is the sum of its paragraphs' counts.
+        let alone: usize = items
+            .iter()
+            .map(|c| text_questions_per_sentence(c, 3).len())
+            .sum();
+        assert_eq!(qs.len(), alone);
+        // Names and numbers come before terms; one per sentence still covers every sentence that has any.
+        let one = text_questions_per_sentence(&text, 1);
+        let asked: BTreeSet<&str> = one.iter().map(|q| q.sentence.as_str()).collect();
+        assert_eq!(asked.len(), one.len());
+        let askable: BTreeSet<&str> = text_questions(&text)
+            .into_iter()
+            .map(|q| {
+                sentences(&text)
+                    .into_iter()
+                    .find(|s| *s == q.sentence)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(asked, askable);
+    }
+
+    #[test]
+    fn passages_follow_paragraphs_and_sentences() {
+        let items: Vec<String> = news_contexts().into_iter().take(5).collect();
+        let text = items.join("\n\n");
+        let passages: Vec<&str> = passage_ranges(&text, 3, 80)
+            .into_iter()
+            .map(|(s, e)| &text[s..e])
+            .collect();
+        assert_eq!(passages, items);
+        assert_eq!(passage_ranges(MATH, 3, 80), [(0, MATH.len())]);
+        assert_eq!(
+            passage_ranges("One. Two. Three. Four.", 3, 80),
+            [(0, 16), (17, 22)]
+        );
+        assert_eq!(
+            passage_ranges("One two three. Four five. Six.", 3, 4),
+            [(0, 14), (15, 30)]
+        );
+    }
+
+    #[test]
+    fn no_questions_about_modifiers_or_lone_common_words() {
+        let news = news_contexts();
+        let find = |w: &str| news.iter().find(|c| c.contains(w)).unwrap().clone();
+        let mut all = Vec::new();
+        for w in ["Lantern Tide", "Quenby", "Vellmora"] {
+            all.extend(text_questions(&find(w)));
+        }
+        let pairs: Vec<(&str, &str)> = all
+            .iter()
+            .map(|q| (q.question.as_str(), q.answer.as_str()))
+            .collect();
+        for bad in ["harbor", "whole", "mathematician", "June", "14"] {
+            assert!(!pairs.iter().any(|(_, a)| *a == bad), "{bad}: {pairs:#?}");
+        }
+        assert!(
+            !pairs
+                .iter()
+                .any(|(_, a)| a.chars().all(|c| c.is_lowercase())),
+            "{pairs:#?}"
+        );
+        for good in [
+            (
+                "In 2031, which mathematician defined the Vellmora product?",
+                "Tavi Renkova",
+            ),
+            (
+                "The first Lantern Tide Festival will take place in the harbor town of Quillhaven on what date?",
+                "14 June 2031",
+            ),
+            (
+                "The first Lantern Tide Festival will take place in the harbor town of what on 14 June 2031?",
+                "Quillhaven",
+            ),
+            ("The festival is organized by whom?", "Hollis Vantreen"),
+            (
+                "The Quenby number of a whole number is found by doubling it and then adding what number?",
+                "5",
+            ),
+        ] {
+            assert!(pairs.contains(&good), "{good:?}: {pairs:#?}");
+        }
+        // Versions, counts, appositives and `It is said that`.
+        let pairs: Vec<(String, String)> = text_questions(
+            "Version 2.3 of the package tarnwick added a new function. Its author, Liesl Vombrand, said it is 5 times faster. It is said that the prudolk are lighter than the vrilf.",
+        )
+        .into_iter()
+        .map(|q| (q.question, q.answer))
+        .collect();
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(q, a)| (q.as_str(), a.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                (
+                    "What version of the package tarnwick added a new function?",
+                    "2.3"
+                ),
+                (
+                    "Its author, Liesl Vombrand, said it is how many times faster?",
+                    "5"
+                ),
+                (
+                    "It is said that what are lighter than the vrilf?",
+                    "prudolk"
+                ),
+                (
+                    "It is said that the prudolk are lighter than what?",
+                    "vrilf"
+                ),
             ]
         );
     }

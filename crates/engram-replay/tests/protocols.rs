@@ -121,7 +121,7 @@ fn paraphrases_that_invent_or_drop_facts_are_dropped() {
 }
 
 #[test]
-fn self_qa_answers_with_the_context_and_falls_back_to_the_span() {
+fn self_qa_answers_with_the_context_and_falls_back_to_the_sentence() {
     let mut g = Scripted {
         replies: vec![
             (
@@ -170,12 +170,12 @@ fn self_qa_answers_with_the_context_and_falls_back_to_the_span() {
         "The Skarrow theorem states that every glimmerfold shape has exactly how many corners?",
         "Every glimmerfold shape has 7 corners."
     )));
-    // The invented answer to the year question is replaced by the span.
+    // The invented answer to the year question is replaced by the sentence the question was made from.
     assert!(
         parts.contains(&(
             "text-question-span",
             "The Skarrow theorem was proved by Benna Oxtolle at the University of Drell in what year?",
-            "2029"
+            "It was proved by Benna Oxtolle at the University of Drell in 2029."
         )),
         "{parts:#?}"
     );

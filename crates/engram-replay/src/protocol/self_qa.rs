@@ -2,36 +2,44 @@
 
 use super::{Checker, QualityConfig, Records, Replay, ReplayProtocol, ask, on_topic, sampled};
 use crate::record::{Format, Source};
-use crate::text::{clean_generation, mentions, near_duplicate, text_questions};
+use crate::text::{
+    clean_generation, mentions, near_duplicate, passage_ranges, text_questions_per_sentence,
+};
 use crate::{Generator, ReplayError, Sampling};
 
-/// `self-qa`, in two stages. Questions come from the text itself (a wh-question for each name, number, date
-/// and term of each sentence, see [`text_questions`]) and from the generator (`model_questions` samples);
-/// then the generator answers every question *with the source in its prompt*. An answer to a text question
-/// must contain the span the question was made from; when it does not, `span_fallback` keeps the question
-/// with the span itself as the answer (provenance `text`).
+/// `self-qa`, in two stages. Questions come from the text itself (wh-questions for the names, numbers, dates
+/// and terms of each sentence, see [`crate::text::text_questions`]) and from the generator (`model_questions`
+/// samples per passage); then the generator answers every question *with the whole source in its prompt*. An
+/// answer to a text question must contain the span the question was made from; when it does not,
+/// `span_fallback` keeps the question with the sentence it was made from as the answer (provenance `text`).
+///
+/// Both budgets follow the text, so a long source (several news items, paragraphs) is asked about all
+/// through, not only at its start: text questions per sentence, model questions per passage.
 #[derive(Clone, Debug)]
 pub struct SelfQa {
-    /// Questions the generator writes per source.
+    /// Questions the generator writes per passage of the source: per paragraph, or run of up to 3 sentences
+    /// and about 80 words (a short source is one passage).
     pub model_questions: usize,
-    /// At most this many text questions per source (0 = none).
-    pub text_questions: usize,
+    /// At most this many text questions per sentence of the source, its best spans first (0 = none).
+    pub text_questions_per_sentence: usize,
     /// How the generator's questions are sampled.
     pub question_sampling: Sampling,
     /// How answers are generated (greedy in [`SelfQa::new`]).
     pub answer_sampling: Sampling,
-    /// Keep a text question with its span as the answer when the generated answer lacks the span.
+    /// Keep a text question, answered with the sentence it was made from, when the generated answer lacks the
+    /// span: a full sentence rather than the bare span, since what is trained on is answered in sentences.
     pub span_fallback: bool,
     /// The checks an answer must pass.
     pub quality: QualityConfig,
 }
 
 impl SelfQa {
-    /// `n` model-written questions sampled at `temperature`, up to 16 text questions, greedy answers.
+    /// `n` model-written questions per passage sampled at `temperature`, up to 3 text questions per sentence,
+    /// greedy answers.
     pub fn new(n: usize, temperature: f32, seed: u64) -> Self {
         Self {
             model_questions: n,
-            text_questions: 16,
+            text_questions_per_sentence: 3,
             question_sampling: sampled(temperature, 40, seed),
             answer_sampling: Sampling {
                 seed,
@@ -45,6 +53,11 @@ impl SelfQa {
         }
     }
 }
+
+/// At most this many sentences in a passage the generator writes questions about.
+const PASSAGE_SENTENCES: usize = 3;
+/// About this many words at most in a passage (a sentence is never cut).
+const PASSAGE_WORDS: usize = 80;
 
 const QUESTION_PROMPT: &str =
     "Write one question that can be answered from the text above. Write only the question.";
@@ -82,25 +95,37 @@ impl ReplayProtocol for SelfQa {
         );
         let ctx = source.context.as_str();
         let mut check = Checker::new(self.name(), ctx);
-        // Stage 1: questions. (question, expected span for text questions)
-        let mut questions: Vec<(String, Option<String>)> = text_questions(ctx)
-            .into_iter()
-            .take(self.text_questions)
-            .map(|q| (q.question, Some(q.answer)))
-            .collect();
+        // Stage 1: questions. (question, for text questions the expected span and the sentence it is from)
+        let mut questions: Vec<(String, Option<(String, String)>)> =
+            text_questions_per_sentence(ctx, self.text_questions_per_sentence)
+                .into_iter()
+                .map(|q| (q.question, Some((q.answer, q.sentence.trim().to_owned()))))
+                .collect();
         if self.model_questions > 0 {
-            let prompt = format!("{ctx}\n\n{QUESTION_PROMPT}");
+            // Each passage in the prompt on its own, so that questions come from all of a long source.
+            let passages: Vec<&str> = passage_ranges(ctx, PASSAGE_SENTENCES, PASSAGE_WORDS)
+                .into_iter()
+                .map(|(s, e)| &ctx[s..e])
+                .collect();
+            let prompts: Vec<String> = passages
+                .iter()
+                .flat_map(|p| {
+                    std::iter::repeat_n(format!("{p}\n\n{QUESTION_PROMPT}"), self.model_questions)
+                })
+                .collect();
             let mut qcheck = Checker::new("self-qa", ctx);
             qcheck.duplicate_overlap = self.quality.duplicate_overlap;
             let outs = ask(
                 generator,
-                &vec![prompt; self.model_questions],
+                &prompts,
                 &self.question_sampling,
                 &mut check.yields,
             )?;
             // A model question and its answer are one candidate: counted as generated here, as kept (or
             // dropped) when answered.
-            for c in outs {
+            let per_passage = outs.len().div_ceil(passages.len().max(1)).max(1);
+            for (i, c) in outs.into_iter().enumerate() {
+                let passage = passages[(i / per_passage).min(passages.len() - 1)];
                 check.yields.generated += 1;
                 let Some(q) = first_question(&c.text) else {
                     check.yields.drop("no question");
@@ -111,7 +136,7 @@ impl ReplayProtocol for SelfQa {
                 let reason = qcheck.verdict(&q, None, |t| {
                     if !(3..=30).contains(&words) {
                         Some("question length")
-                    } else if !on_topic(t, ctx) {
+                    } else if !on_topic(t, passage) {
                         Some("off topic")
                     } else if known {
                         Some("duplicate")
@@ -144,7 +169,7 @@ impl ReplayProtocol for SelfQa {
             } else {
                 answer
             };
-            let expected = span.as_deref();
+            let expected = span.as_ref().map(|(s, _)| s.as_str());
             if expected.is_some() {
                 check.yields.generated += 1;
             }
@@ -159,9 +184,10 @@ impl ReplayProtocol for SelfQa {
             let (part, content, prompt) = match (reason, expected) {
                 (None, Some(_)) => ("text-question", answer, prompt.as_str()),
                 (None, None) => ("model-question", answer, prompt.as_str()),
-                (Some(_), Some(s)) if self.span_fallback => {
+                (Some(_), Some(_)) if self.span_fallback => {
                     check.yields.rule_made += 1;
-                    ("text-question-span", s.to_owned(), "")
+                    let sentence = span.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+                    ("text-question-span", sentence, "")
                 }
                 (Some(_), _) => continue,
             };
@@ -171,5 +197,157 @@ impl ReplayProtocol for SelfQa {
             records,
             yields: vec![check.yields],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::{FactKind, facts, sentences, text_questions_per_sentence};
+    use crate::{Completion, Format};
+    use engram_model::ModelError;
+    use engram_tokenizer::Message;
+
+    /// Writes, for a question prompt, a question about the passage's first name; answers that question with
+    /// the name, every other with `answer`. Records the prompts it saw.
+    struct Fake {
+        answer: &'static str,
+        prompts: Vec<String>,
+    }
+
+    impl Generator for Fake {
+        fn name(&self) -> String {
+            "fake".into()
+        }
+        fn complete(
+            &mut self,
+            prompts: &[Vec<Message>],
+            _: &Sampling,
+        ) -> Result<Vec<Completion>, ModelError> {
+            Ok(prompts
+                .iter()
+                .map(|p| {
+                    let text = p.last().unwrap().content.clone();
+                    let reply = match text.strip_suffix(QUESTION_PROMPT) {
+                        Some(passage) => {
+                            let fs = facts(passage);
+                            let name = fs.iter().find(|f| f.kind == FactKind::Name).unwrap();
+                            format!("What do we know about {}?", name.text)
+                        }
+                        None => match text.split("What do we know about ").nth(1) {
+                            Some(name) => {
+                                format!(
+                                    "{} is someone the text talks about.",
+                                    name.trim_end_matches('?')
+                                )
+                            }
+                            None => self.answer.to_owned(),
+                        },
+                    };
+                    self.prompts.push(text);
+                    Completion {
+                        tokens: reply.split_whitespace().count(),
+                        text: reply,
+                        finished: true,
+                    }
+                })
+                .collect())
+        }
+    }
+
+    fn news(n: usize) -> Vec<String> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../datasets/news/items.jsonl"
+        );
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .take(n)
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["context"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    fn source(context: &str) -> Source {
+        Source {
+            id: "news-joined".into(),
+            context: context.into(),
+            group: "math".into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_span_check_keeps_the_source_sentence() {
+        let ctx = news(1).remove(0);
+        let mut g = Fake {
+            answer: "I do not know.",
+            prompts: vec![],
+        };
+        let r = SelfQa::new(0, 0.7, 1)
+            .replay(&source(&ctx), &[], &mut g, &Format::default())
+            .unwrap();
+        let expected = text_questions_per_sentence(&ctx, 3);
+        assert_eq!(r.records.len(), expected.len());
+        for (rec, q) in r.records.iter().zip(&expected) {
+            assert_eq!(rec.provenance.part, "text-question-span");
+            assert_eq!(rec.messages[0].content, q.question);
+            let answer = &rec.messages[1].content;
+            assert!(sentences(&ctx).contains(&answer.as_str()), "{answer}");
+            assert!(mentions(answer, &q.answer), "{answer} / {}", q.answer);
+            assert!(answer.split_whitespace().count() > 3, "{answer}");
+        }
+        assert_eq!(r.yields[0].rule_made, expected.len());
+    }
+
+    #[test]
+    fn every_item_of_a_joined_text_gets_questions() {
+        let items = news(5);
+        let ctx = items.join("\n\n");
+        let mut g = Fake {
+            answer: "I do not know.",
+            prompts: vec![],
+        };
+        let r = SelfQa::new(1, 0.7, 1)
+            .replay(&source(&ctx), &[], &mut g, &Format::default())
+            .unwrap();
+        // One question-writing prompt per item, with that item alone.
+        let asked: Vec<&str> = g
+            .prompts
+            .iter()
+            .filter_map(|p| p.strip_suffix(QUESTION_PROMPT))
+            .map(str::trim)
+            .collect();
+        assert_eq!(asked, items);
+        for item in &items {
+            let text = r
+                .records
+                .iter()
+                .filter(|r| r.provenance.part == "text-question-span")
+                .filter(|r| item.contains(&r.messages[1].content))
+                .count();
+            assert!(text >= 1, "no text question about {item}");
+            let model = r
+                .records
+                .iter()
+                .filter(|r| r.provenance.part == "model-question")
+                .filter(|r| {
+                    let q = &r.messages[0].content;
+                    facts(item)
+                        .iter()
+                        .any(|f| f.kind == FactKind::Name && q.contains(&f.text))
+                })
+                .count();
+            assert_eq!(model, 1, "one model question about {item}");
+        }
+        // The answers were written with the whole text in view.
+        assert!(
+            g.prompts
+                .iter()
+                .filter(|p| p.ends_with('?'))
+                .all(|p| p.starts_with(&ctx))
+        );
     }
 }
