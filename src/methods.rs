@@ -41,12 +41,16 @@ pub struct MethodSettings {
 }
 
 impl Default for MethodSettings {
-    /// Each crate's defaults (the batch-evaluation recipe) with the locality guard on ([`Guard::default`]),
-    /// `self-param` regularised on the shipped general texts, no curricula.
+    /// Each crate's defaults (the batch-evaluation recipe) with the locality guard on ([`Guard::default`], its
+    /// base answers kept in engram's cache folder, made once per model), `self-param` regularised on the
+    /// shipped general texts, no curricula.
     fn default() -> Self {
         Self {
             finetune: FineTuneSettings {
-                guard: Guard::default(),
+                guard: Guard {
+                    cache: crate::fetch::cache_dir().ok().map(|d| d.join("rehearsal")),
+                    ..Guard::default()
+                },
                 ..FineTuneSettings::default()
             },
             replay: ReplaySettings::default(),

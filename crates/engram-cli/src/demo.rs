@@ -36,7 +36,7 @@ pub(crate) struct DemoArgs {
     question: Vec<String>,
     /// The injection method (any `engram inject --method`); the default is the best measured on `news`
     /// for one item at CPU cost (docs/choosing.md).
-    #[arg(long, default_value = "sys2-self-qa")]
+    #[arg(long, default_value = engram::DEFAULT_METHOD)]
     method: String,
     /// Learning rate (1e-3 reaches the answer in ~20 steps for one item; 3e-4 needs more steps).
     #[arg(long, default_value_t = 1e-3)]
@@ -53,6 +53,10 @@ pub(crate) struct DemoArgs {
     /// Upper bound on each answer's tokens.
     #[arg(long, default_value_t = 48)]
     max_new_tokens: usize,
+    /// Unrelated general questions asked of the base model and of the adapter, to show what the injection
+    /// cost elsewhere (from the trivia test split, one per domain).
+    #[arg(long, default_value_t = 5)]
+    general: usize,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -156,6 +160,21 @@ impl DemoArgs {
         asks.extend(given);
         Ok((item, asks))
     }
+}
+
+/// `n` trivia questions of the test split, one domain after another (locality questions: never trained on).
+fn general_questions(n: usize) -> Result<Vec<Ask>> {
+    let trivia = load_dataset("trivia")?;
+    let ids = trivia.split_ids("test")?;
+    Ok(engram_eval::select_items(&trivia.items, ids, Some(n))
+        .into_iter()
+        .flat_map(|i| i.questions.into_iter().take(1))
+        .map(|q| Ask {
+            kind: "general".into(),
+            question: q.question,
+            answer: Some(q.answer),
+        })
+        .collect())
 }
 
 fn kind_name(kind: QuestionKind) -> &'static str {
@@ -266,6 +285,12 @@ pub(crate) fn demo_cmd(args: DemoArgs) -> Result<()> {
         &format!("text in the prompt ({n} questions)"),
         || answer_all(&lm, &asks, Some(&item.context), args.max_new_tokens),
     )?;
+    let general = general_questions(args.general)?;
+    let general_base = timed(
+        &mut times,
+        &format!("base model, {} general questions", general.len()),
+        || answer_all(&lm, &general, None, args.max_new_tokens),
+    )?;
 
     // The adapter goes to --out, or to a temporary folder that is removed when the demo ends.
     let temp;
@@ -318,6 +343,12 @@ pub(crate) fn demo_cmd(args: DemoArgs) -> Result<()> {
         || answer_all(&lm, &asks, None, args.max_new_tokens),
     )?;
 
+    let general_tuned = timed(
+        &mut times,
+        &format!("adapter, {} general questions", general.len()),
+        || answer_all(&lm, &general, None, args.max_new_tokens),
+    )?;
+
     let width = 84;
     let mut right = [0usize; 3];
     let known = asks.iter().filter(|a| a.answer.is_some()).count();
@@ -352,6 +383,45 @@ pub(crate) fn demo_cmd(args: DemoArgs) -> Result<()> {
         println!(
             "answers containing the expected one: base {}/{known}, text in the prompt {}/{known}, adapter {}/{known}",
             right[0], right[1], right[2]
+        );
+    }
+    if !general.is_empty() {
+        println!("\nUnrelated general questions (what the injection cost elsewhere):\n");
+        let mut unchanged = 0;
+        for (i, a) in general.iter().enumerate() {
+            let same = general_base[i] == general_tuned[i];
+            unchanged += usize::from(same);
+            println!(
+                "{}. {}   (answer: {})",
+                i + 1,
+                a.question,
+                a.answer.as_deref().unwrap_or("?")
+            );
+            for (label, text) in [
+                ("base model", &general_base[i]),
+                ("adapter   ", &general_tuned[i]),
+            ] {
+                let m = mark(&a.answer, text);
+                println!("   {label} {m} {}", one_line(text, width));
+            }
+            if same {
+                println!("   (unchanged)");
+            }
+        }
+        let right = |answers: &[String]| {
+            general
+                .iter()
+                .zip(answers)
+                .filter(|(a, t)| mark(&a.answer, t) == "✓")
+                .count()
+        };
+        println!(
+            "\ngeneral answers unchanged: {unchanged}/{}; right: base {}/{}, adapter {}/{}",
+            general.len(),
+            right(&general_base),
+            general.len(),
+            right(&general_tuned),
+            general.len()
         );
     }
     println!("\n{:<44} {:>9}", "step", "seconds");

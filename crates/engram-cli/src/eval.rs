@@ -69,16 +69,19 @@ pub(crate) struct EvalArgs {
 }
 
 /// The settings of every method from the shared option groups, with the curricula on `dataset` when it has
-/// a dev split to choose their rounds on.
+/// a dev split to choose their rounds on. `base`: the defaults under the flags ([`MethodSettings::default`]
+/// for batch runs, [`MethodSettings::one_text`] for one text).
 pub(crate) fn method_settings(
     methods: &MethodArgs,
     curriculum: &CurriculumArgs,
     dataset: Option<(&Dataset, &[Item])>,
+    base: MethodSettings,
 ) -> Result<MethodSettings> {
-    let mut settings = methods.settings(MethodSettings {
-        finetune: inject_defaults(),
-        ..MethodSettings::default()
-    })?;
+    let mut base = base;
+    let defaults = inject_defaults();
+    base.finetune.train.checkpoint_every = defaults.train.checkpoint_every;
+    base.finetune.guard.cache = defaults.guard.cache;
+    let mut settings = methods.settings(base)?;
     if let Some((dataset, injected)) = dataset {
         let seed = settings.finetune.train.seed;
         settings.curricula = Some(curriculum.curricula(dataset, injected, seed)?);
@@ -99,6 +102,7 @@ pub(crate) fn eval_cmd(args: EvalArgs) -> Result<()> {
         &args.methods_args,
         &args.curriculum,
         Some((&dataset, &items)),
+        MethodSettings::default(),
     )?;
     let methods = engram::registry(&settings, &dataset.items).select(&args.methods)?;
     let probe = ProbeConfig {

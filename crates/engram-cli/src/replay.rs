@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use engram::MethodSettings;
 use engram_eval::shipped::{Dataset, load_dataset};
 use engram_eval::{Item, select_items};
 use engram_inject::{FamilyKind, InjectEnv, Injection};
@@ -221,7 +222,7 @@ pub(crate) fn replay_cmd(args: ReplayCmdArgs) -> Result<()> {
 pub(crate) struct InjectArgs {
     #[command(flatten)]
     source: SourceArgs,
-    #[arg(long, help = format!("The method: {}", method_names(true)))]
+    #[arg(long, default_value = engram::DEFAULT_METHOD, help = format!("The method: {}", method_names(true)))]
     method: String,
     /// The adapter folder to write (PEFT files, the training data and metrics beside them). Rerunning
     /// resumes an interrupted injection.
@@ -240,10 +241,18 @@ pub(crate) struct InjectArgs {
 pub(crate) fn inject_cmd(args: InjectArgs) -> Result<()> {
     let start = Instant::now();
     let (items, all, dataset) = args.source.items()?;
+    // One text trains one adapter on a handful of examples: the one-text recipe (lr 1e-3, 64 examples),
+    // not the batch one, unless flags say otherwise.
+    let base = if items.len() == 1 {
+        MethodSettings::one_text()
+    } else {
+        MethodSettings::default()
+    };
     let settings = method_settings(
         &args.methods,
         &args.curriculum,
         dataset.as_ref().map(|d| (d, items.as_slice())),
+        base,
     )?;
     let mut registry = engram::registry(&settings, &all);
     if settings.curricula.is_none() {
@@ -278,7 +287,7 @@ pub(crate) fn inject_cmd(args: InjectArgs) -> Result<()> {
         on_step: &mut on_step,
     };
     let injection = method.inject(&mut env, &items, None, &args.out)?;
-    if let Some(note) = method.report(&args.out)? {
+    if let Some(note) = method.notes(&args.out)? {
         println!("{}", note.trim_end());
     }
     match injection {

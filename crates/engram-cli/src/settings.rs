@@ -161,7 +161,10 @@ pub(crate) fn method_names(training: bool) -> String {
 pub(crate) fn inject_defaults() -> FineTuneSettings {
     let mut s = FineTuneSettings::default();
     s.train.checkpoint_every = 50;
-    s.guard.cache = engram_fetch::cache_dir().ok().map(|d| d.join("rehearsal"));
+    s.guard = Guard {
+        cache: engram_fetch::cache_dir().ok().map(|d| d.join("rehearsal")),
+        ..Guard::default()
+    };
     s
 }
 
@@ -226,7 +229,7 @@ pub(crate) struct DistillArgs {
     #[arg(long, default_value_t = OnPolicySettings::default().examples_per_round)]
     examples_per_round: usize,
     /// self-distill: stop once this share of the item's own text questions are answered greedily with their
-    /// fact (1: always run every round).
+    /// fact (1: never stop early, every round runs).
     #[arg(long, default_value_t = OnPolicySettings::default().stop_at, allow_negative_numbers = true)]
     stop_at: f64,
 }

@@ -58,7 +58,10 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
             ..Batching::default()
         },
         // Plain training on the user's file: no rows of ours unless --rehearsal asks.
-        guard: engram_train::Guard::off(),
+        guard: engram_train::Guard {
+            cache: crate::settings::inject_defaults().guard.cache,
+            ..engram_train::Guard::off()
+        },
         ..FineTuneSettings::default()
     };
     let mut settings = args.finetune.settings(&base)?;
@@ -84,13 +87,16 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
     let data_bytes = std::fs::read(&args.data)
         .map_err(|e| format!("{}: cannot read: {e}", args.data.display()))?;
     let b = settings.batching;
-    let data_id = format!(
+    let mut data_id = format!(
         "sha256:{:x} max_len={} packing={} batch_size={}",
         Sha256::digest(&data_bytes),
         b.max_len,
         b.packing,
         b.batch_size
     );
+    if settings.guard.is_on() {
+        data_id.push_str(&format!(" rehearsal={}", settings.guard.share));
+    }
 
     let (mut loaded, replicas) = load_with_replicas(&args.model, &args.device)?;
     if loaded
@@ -117,6 +123,14 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
     }
     loaded.model.ensure_positions(b.max_len)?;
 
+    // The guard's rows (with --rehearsal) come after the file's, so an example's index still names its line.
+    let examples = sft::with_rehearsal(
+        &loaded,
+        &examples,
+        &settings.guard,
+        settings.train.seed,
+        &args.out,
+    )?;
     let prepared = sft::prepare(&loaded, &examples, &settings).map_err(|e| match &e {
         // Name the file line, not the example's position among the non-blank lines.
         TrainError::Data(DataError::Example { index, source }) => {

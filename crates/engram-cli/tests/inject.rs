@@ -1,13 +1,14 @@
-//! End to end on the real model, CPU: `engram inject` writes one `news` item into an adapter — by supervised
-//! fine-tuning on self-QA replay (`sys2-self-qa`) or by KL distillation (`self-param`: teacher, the base model
+//! End to end on the real model, CPU: `engram inject` writes one `news` item into an adapter — with the
+//! default method and the locality guard on, or by KL distillation (`self-param`: teacher, the base model
 //! reading the text; student, the adapter reading only the targets) — and `engram ask` then answers a direct
-//! question about it without the text, where the base model could not.
+//! question about it without the text, where the base model could not, while unrelated questions get the
+//! base model's answers still.
 
 mod common;
 use common::engram;
 
 #[test]
-fn self_qa_injection_answers_what_the_base_model_could_not() {
+fn the_default_injection_answers_what_the_base_model_could_not_and_keeps_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let adapter = dir.path().join("adapter");
     let adapter = adapter.to_str().unwrap();
@@ -19,25 +20,20 @@ fn self_qa_injection_answers_what_the_base_model_could_not() {
         "news",
         "--item",
         "news-math-003",
-        "--method",
-        "sys2-self-qa",
-        "--lr",
-        "1e-3",
-        "--examples-per-item",
-        "64",
         "--out",
         adapter,
     ]);
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("self-qa") && stdout.contains("adapter:"),
-        "{stdout}"
+        stdout.contains("locality guard: ") && stdout.contains("adapter:"),
+        "one item gets the default method with the guard on: {stdout}"
     );
     for f in [
         "adapter_config.json",
         "adapter_model.safetensors",
         "replay.jsonl",
         "replay.json",
+        "guard.json",
     ] {
         assert!(dir.path().join("adapter").join(f).is_file(), "{f} written");
     }
@@ -75,6 +71,29 @@ fn self_qa_injection_answers_what_the_base_model_could_not() {
     assert!(
         !learned.is_empty() && adapter_right > base_right,
         "the adapter answers a direct question the base model could not (base {base_right}, adapter {adapter_right})"
+    );
+
+    // Unrelated questions (trivia, never trained on): the adapter answers them as the base model does.
+    let general = [
+        "What is the capital of Japan?",
+        "How many legs does a spider have?",
+        "What is the chemical symbol for gold?",
+        "Which planet is known as the Red Planet?",
+    ];
+    let mut unchanged = 0;
+    for q in general {
+        let (ok, base, stderr) = engram(&["ask", "--question", q]);
+        assert!(ok, "{stderr}");
+        let (ok, tuned, stderr) = engram(&["ask", "--adapter", adapter, "--question", q]);
+        assert!(ok, "{stderr}");
+        // The first line, as the evaluation reads answers.
+        let first = |t: &str| t.trim().lines().next().unwrap_or("").to_owned();
+        unchanged += usize::from(first(&base) == first(&tuned));
+        eprintln!("{q}\n  base: {}\n  adapter: {}", base.trim(), tuned.trim());
+    }
+    assert!(
+        unchanged >= 3,
+        "the guard keeps the base model's answers to unrelated questions: {unchanged} of 4 unchanged"
     );
 }
 
@@ -132,7 +151,7 @@ fn self_param_injection_answers_what_the_base_model_could_not() {
     }
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
-        ["continuation", "qa", "regulariser"]
+        ["continuation", "qa", "regulariser", "rehearsal"]
     );
     // The loss went down.
     let metrics = std::fs::read_to_string(dir.path().join("adapter/metrics.jsonl")).unwrap();

@@ -446,8 +446,7 @@ impl Method for SelfParam {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let guard = GuardReport::read(out).map(|g| format!("; {}", g.summary()));
-        Ok(Some(r.summary() + &guard.unwrap_or_default()))
+        Ok(Some(r.summary()))
     }
 }
 

@@ -181,7 +181,7 @@ pub fn method_notes(
             _ => unit.name,
         };
         let dir = out.join("adapters").join(m.name()).join(&unit);
-        let note = m.report(&dir).map_err(|source| EvalError::Method {
+        let note = m.notes(&dir).map_err(|source| EvalError::Method {
             method: m.name().to_owned(),
             source: Box::new(source),
         })?;

@@ -67,6 +67,13 @@ pub struct QuestionScores {
     pub contains: bool,
     /// Token-level F1 between the answer and the reference (SQuAD style).
     pub f1: f64,
+    /// The answer only repeats words of the question ([`engram_inject::answer::echoes_question`]); set when
+    /// a report is made.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub echo: bool,
+    /// The same adapter gave this answer to questions with other answers too; set when a report is made.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
 }
 
 pub use engram_inject::prompt::{answer_config, chat_prompt, user_turn};
@@ -224,6 +231,8 @@ fn probe_chunk(
             contains: contains_answer(&text, &q.answer),
             f1: token_f1(&text, &q.answer),
             generation: text,
+            echo: false,
+            repeated: false,
         });
     }
     Ok(out)

@@ -13,13 +13,16 @@ use crate::harness::{LocalityRow, ResultRow, RunManifest};
 use crate::{Estimate, EvalError, QuestionKind, bootstrap_mean, gap_recovery};
 
 /// The per-question measures, in report order: (key, heading).
-pub const MEASURES: [(&str, &str); 6] = [
+pub const MEASURES: [(&str, &str); 9] = [
     ("likelihood", "MC likelihood"),
     ("letter", "MC letter"),
     ("token_accuracy", "token acc."),
     ("exact_match", "EM"),
     ("contains", "contains"),
+    ("contains_strict", "contains, not echo/repeat"),
     ("f1", "F1"),
+    ("echo", "echoes question"),
+    ("repeated", "same answer"),
 ];
 
 fn measure(r: &ResultRow, key: &str) -> f64 {
@@ -30,7 +33,10 @@ fn measure(r: &ResultRow, key: &str) -> f64 {
         "token_accuracy" => s.token_accuracy,
         "exact_match" => s.exact_match as u8 as f64,
         "contains" => s.contains as u8 as f64,
+        "contains_strict" => (s.contains && !s.echo && !s.repeated) as u8 as f64,
         "f1" => s.f1,
+        "echo" => s.echo as u8 as f64,
+        "repeated" => s.repeated as u8 as f64,
         _ => unreachable!("unknown measure {key}"),
     }
 }
@@ -46,6 +52,32 @@ fn measures(rows: &[&ResultRow], seed: u64) -> MeasureSet {
             bootstrap_mean(&v, 1000, 0.95, seed).map(|e| (k.to_string(), e))
         })
         .collect()
+}
+
+/// `rows` with [`QuestionScores::echo`](crate::QuestionScores) and `repeated` set: a greedy answer that only
+/// repeats the question's words, or one that the same condition and adapter gave to questions whose
+/// references differ (a name said to every question). Reports show them beside `contains`, and
+/// `contains_strict` counts neither as right, so a method cannot score by repeating a name.
+pub fn mark_gaming(rows: &[ResultRow]) -> Vec<ResultRow> {
+    let mut out = rows.to_vec();
+    let mut answers: BTreeMap<(String, String, String), BTreeMap<String, ()>> = BTreeMap::new();
+    for r in &out {
+        let a = engram_inject::normalize_answer(&r.scores.generation);
+        if !a.is_empty() {
+            answers
+                .entry((r.condition.clone(), r.unit.clone(), a))
+                .or_default()
+                .insert(engram_inject::normalize_answer(&r.answer), ());
+        }
+    }
+    for r in &mut out {
+        r.scores.echo = engram_inject::echoes_question(&r.scores.generation, &r.question);
+        let a = engram_inject::normalize_answer(&r.scores.generation);
+        r.scores.repeated = answers
+            .get(&(r.condition.clone(), r.unit.clone(), a))
+            .is_some_and(|refs| refs.len() > 1);
+    }
+    out
 }
 
 /// The smallest icl − base difference (10 points) over which gap recovery is reported.
@@ -142,6 +174,8 @@ pub fn summarize(
     locality: &[LocalityRow],
     seconds: f64,
 ) -> Summary {
+    let marked = mark_gaming(rows);
+    let rows = marked.as_slice();
     let conditions: Vec<String> = manifest
         .methods
         .iter()
@@ -388,6 +422,13 @@ pub fn render_markdown(s: &Summary) -> String {
         &s.by_kind,
         kinds.clone(),
         "contains",
+    );
+    table(
+        &mut md,
+        "By question kind (contains answer, not an echo of the question nor an answer repeated across questions)",
+        &s.by_kind,
+        kinds.clone(),
+        "contains_strict",
     );
     table(
         &mut md,
@@ -682,6 +723,44 @@ mod tests {
     use crate::harness::Mode;
     use crate::{ProbeConfig, QuestionScores};
 
+    /// An adapter that says one name to every question scores on the question the name answers, and nowhere
+    /// once echoes and repeats are taken out.
+    #[test]
+    fn echoes_and_repeated_answers_are_not_counted_right() {
+        let mut rows = Vec::new();
+        for (question, answer, generation) in [
+            ("Who is Tavi Renkova?", "mathematician", "Tavi Renkova"),
+            (
+                "Who defined the Vellmora product?",
+                "Tavi Renkova",
+                "Tavi Renkova",
+            ),
+            ("What is the Vellmora product of 2 and 4?", "18", "18"),
+        ] {
+            let mut r = row("ft", "news-1", QuestionKind::Direct, false, None);
+            r.question = question.into();
+            r.answer = answer.into();
+            r.scores.generation = generation.into();
+            r.scores.contains = engram_inject::contains_answer(generation, answer);
+            rows.push(r);
+        }
+        let marked = mark_gaming(&rows);
+        let flags: Vec<(bool, bool)> = marked
+            .iter()
+            .map(|r| (r.scores.echo, r.scores.repeated))
+            .collect();
+        assert_eq!(flags, [(true, true), (false, true), (false, false)]);
+        let strict: Vec<f64> = marked
+            .iter()
+            .map(|r| measure(r, "contains_strict"))
+            .collect();
+        assert_eq!(strict, [0.0, 0.0, 1.0]);
+        assert_eq!(
+            marked.iter().map(|r| measure(r, "contains")).sum::<f64>(),
+            2.0
+        );
+    }
+
     fn row(
         condition: &str,
         item: &str,
@@ -708,6 +787,8 @@ mod tests {
                 exact_match: right,
                 contains: right,
                 f1: if right { 1.0 } else { 0.0 },
+                echo: false,
+                repeated: false,
             },
         }
     }

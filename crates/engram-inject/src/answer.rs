@@ -37,6 +37,28 @@ pub fn contains_answer(prediction: &str, answer: &str) -> bool {
     pw.windows(aw.len()).any(|w| w == aw.as_slice())
 }
 
+/// Words that carry no content of their own in an answer (`Who is X?` → `It is X.` adds nothing).
+const FILLER: &[&str] = &[
+    "is", "are", "was", "were", "be", "it", "its", "this", "that", "of", "in", "on", "to", "and",
+    "or", "by", "for", "with", "as", "at", "who", "what", "which", "yes", "no", "i", "you", "he",
+    "she", "they", "his", "her", "their", "called", "named", "known",
+];
+
+/// Whether `answer` only repeats words of `question`: every word of it that carries content is one of the
+/// question's (`Who is Tavi Renkova?` → `Tavi Renkova.`). Such an answer cannot state a fact the question does
+/// not already hold, so a method whose answers echo the question scores nothing by containing its reference.
+/// An empty answer is not an echo.
+pub fn echoes_question(answer: &str, question: &str) -> bool {
+    let q = normalize_answer(question);
+    let asked: Vec<&str> = q.split(' ').collect();
+    let a = normalize_answer(answer);
+    let words: Vec<&str> = a
+        .split(' ')
+        .filter(|w| !w.is_empty() && !FILLER.contains(w))
+        .collect();
+    !words.is_empty() && words.iter().all(|w| asked.contains(w))
+}
+
 /// SQuAD token F1 between the normalised prediction and answer (multiset overlap of words).
 pub fn token_f1(prediction: &str, answer: &str) -> f64 {
     let p = normalize_answer(prediction);
@@ -124,6 +146,32 @@ pub fn bootstrap_mean(values: &[f64], resamples: usize, level: f64, seed: u64) -
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_answer_that_only_repeats_the_question_is_an_echo() {
+        assert!(echoes_question("Tavi Renkova.", "Who is Tavi Renkova?"));
+        assert!(echoes_question(
+            "It is the Vellmora product.",
+            "What is the Vellmora product?"
+        ));
+        assert!(!echoes_question(
+            "Tavi Renkova defined it.",
+            "Who defined the Vellmora product?"
+        ));
+        assert!(
+            !echoes_question("", "Who is X?"),
+            "empty is wrong, not an echo"
+        );
+        assert!(!echoes_question(
+            "18",
+            "What is the Vellmora product of 2 and 4?"
+        ));
+        assert!(echoes_question(
+            "4",
+            "What is the Vellmora product of 2 and 4?"
+        ));
+    }
+
     use super::*;
 
     #[test]

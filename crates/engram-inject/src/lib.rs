@@ -28,8 +28,8 @@ pub mod prompt;
 pub mod registry;
 
 pub use answer::{
-    Estimate, bootstrap_mean, contains_answer, exact_match, gap_recovery, normalize_answer,
-    token_f1,
+    Estimate, bootstrap_mean, contains_answer, echoes_question, exact_match, gap_recovery,
+    normalize_answer, token_f1,
 };
 pub use engram_train::{Batching, FineTuneSettings, Guard};
 pub use error::InjectError;

@@ -95,6 +95,16 @@ pub trait Method: Send + Sync {
     fn report(&self, _out: &Path) -> Result<Option<String>, InjectError> {
         Ok(None)
     }
+
+    /// [`Method::report`] and what the locality guard added to the run (`guard.json`, written by the shared
+    /// training path whatever the method): what the CLI prints and the evaluation's report shows.
+    fn notes(&self, out: &Path) -> Result<Option<String>, InjectError> {
+        let guard = engram_train::GuardReport::read(out).map(|g| g.summary());
+        Ok(match (self.report(out)?, guard) {
+            (Some(r), Some(g)) => Some(format!("{}\n{g}", r.trim_end())),
+            (r, g) => r.or(g),
+        })
+    }
 }
 
 /// A condition that writes nothing into the weights: `base` (the floor every method is measured from) or

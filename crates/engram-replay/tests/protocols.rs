@@ -179,12 +179,19 @@ fn self_qa_answers_with_the_context_and_falls_back_to_the_sentence() {
         )),
         "{parts:#?}"
     );
-    // Stage 2 saw the context before every question.
+    // Stage 2 saw the context before every question, the names of the text asked about too.
     assert!(
         g.prompts
             .iter()
             .filter(|p| p.ends_with('?'))
             .all(|p| p.starts_with(CONTEXT))
+    );
+    assert!(
+        g.prompts
+            .iter()
+            .any(|p| p.ends_with("What do you know about Benna Oxtolle?")),
+        "{:#?}",
+        g.prompts
     );
     for r in &r.records {
         let rule = r.provenance.part == "text-question-span";

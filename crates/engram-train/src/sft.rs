@@ -285,14 +285,16 @@ pub fn fine_tune(
     Ok(out.to_path_buf())
 }
 
-/// `examples` and the guard's rehearsal rows for them (none when it is off), with `guard.json` written in `out`.
-fn with_rehearsal(
+/// `examples` and the guard's rehearsal rows for them (none when it is off) after them, with `guard.json`
+/// written in `out` (created if missing).
+pub fn with_rehearsal(
     lm: &LoadedModel,
     examples: &[Example],
     guard: &Guard,
     seed: u64,
     out: &Path,
 ) -> Result<Vec<Example>, TrainError> {
+    std::fs::create_dir_all(out).map_err(|e| TrainError::from((out.to_path_buf(), e)))?;
     let mut all = examples.to_vec();
     let mut report = GuardReport {
         share: guard.share,

@@ -3,7 +3,7 @@
 use super::{Checker, QualityConfig, Records, Replay, ReplayProtocol, ask, on_topic, sampled};
 use crate::record::{Format, Source};
 use crate::text::{
-    clean_generation, mentions, near_duplicate, passage_ranges, text_questions_per_sentence,
+    clean_generation, mentions, near_duplicate, passage_ranges, text_questions_per_sentence, topics,
 };
 use crate::{Generator, ReplayError, Sampling};
 
@@ -22,6 +22,10 @@ pub struct SelfQa {
     pub model_questions: usize,
     /// At most this many text questions per sentence of the source, its best spans first (0 = none).
     pub text_questions_per_sentence: usize,
+    /// Questions about the things the source is about, its names (else terms), per source: "What do you know
+    /// about Fenna Coltrave?". Answered with the source in view, they state each fact from the side of every
+    /// name in it — the rule's author and the author's rule — in the model's own sentences (0 = none).
+    pub topic_questions: usize,
     /// How the generator's questions are sampled.
     pub question_sampling: Sampling,
     /// How answers are generated (greedy in [`SelfQa::new`]).
@@ -34,12 +38,16 @@ pub struct SelfQa {
 }
 
 impl SelfQa {
+    /// Text questions per sentence by default: about as many as the old cap gave a three-sentence item.
+    pub const TEXT_QUESTIONS_PER_SENTENCE: usize = 3;
+
     /// `n` model-written questions per passage sampled at `temperature`, up to 3 text questions per sentence,
     /// greedy answers.
     pub fn new(n: usize, temperature: f32, seed: u64) -> Self {
         Self {
             model_questions: n,
-            text_questions_per_sentence: 3,
+            text_questions_per_sentence: Self::TEXT_QUESTIONS_PER_SENTENCE,
+            topic_questions: 4,
             question_sampling: sampled(temperature, 40, seed),
             answer_sampling: Sampling {
                 seed,
@@ -101,6 +109,11 @@ impl ReplayProtocol for SelfQa {
                 .into_iter()
                 .map(|q| (q.question, Some((q.answer, q.sentence.trim().to_owned()))))
                 .collect();
+        let text_made = questions.len();
+        for topic in topics(ctx).into_iter().take(self.topic_questions) {
+            questions.push((format!("What do you know about {topic}?"), None));
+        }
+        let topic_end = questions.len();
         if self.model_questions > 0 {
             // Each passage in the prompt on its own, so that questions come from all of a long source.
             let passages: Vec<&str> = passage_ranges(ctx, PASSAGE_SENTENCES, PASSAGE_WORDS)
@@ -162,7 +175,7 @@ impl ReplayProtocol for SelfQa {
             &mut check.yields,
         )?;
         let mut records = Vec::new();
-        for (((q, span), c), prompt) in questions.iter().zip(outs).zip(&prompts) {
+        for (i, (((q, span), c), prompt)) in questions.iter().zip(outs).zip(&prompts).enumerate() {
             let answer = clean_generation(&c.text, self.quality.max_sentences, c.finished);
             let answer = if answer.is_empty() {
                 c.text.lines().next().unwrap_or("").trim().to_owned()
@@ -183,6 +196,9 @@ impl ReplayProtocol for SelfQa {
             }
             let (part, content, prompt) = match (reason, expected) {
                 (None, Some(_)) => ("text-question", answer, prompt.as_str()),
+                (None, None) if (text_made..topic_end).contains(&i) => {
+                    ("topic-question", answer, prompt.as_str())
+                }
                 (None, None) => ("model-question", answer, prompt.as_str()),
                 (Some(_), Some(_)) if self.span_fallback => {
                     check.yields.rule_made += 1;
