@@ -351,7 +351,7 @@ impl SelfParam {
             .iter()
             .filter(|&&i| fresh[i].kind != TargetKind::Rehearsal)
             .count();
-        let epochs = r.epochs(task, items.len());
+        let epochs = r.epochs(task, engram_replay::text::budget_units(items));
         let mut report = DistillReport {
             dropped: prepared.dropped,
             target_tokens: prepared.target_tokens,

@@ -56,7 +56,8 @@ pub struct OnPolicySettings {
     pub temperature: f32,
     /// The divergence: 0 forward KL, 1 reverse KL, between them the generalised JSD.
     pub alpha: f32,
-    /// Target sequences per item trained on in each round (the round's answers are repeated or cut to it).
+    /// Target sequences per item trained on in each round, per passage of a long text (the round's answers are
+    /// repeated to it).
     pub examples_per_round: usize,
     /// Stop once this share of the item's text questions get a greedy answer that contains their span.
     pub stop_at: f64,
@@ -385,7 +386,7 @@ impl OnPolicy<'_> {
                 .iter()
                 .filter(|&&i| targets[i].kind != TargetKind::Rehearsal)
                 .count();
-            let want = s.examples_per_round * items.len();
+            let want = s.examples_per_round * engram_replay::text::budget_units(items);
             let epochs = want.div_ceil(kept_task.max(1)).clamp(1, 100);
             let batcher = Batcher::new(
                 prepared.student,

@@ -208,7 +208,8 @@ impl ReplaySettings {
         Ok(())
     }
 
-    /// Passes over `records` records that give about `examples_per_item` examples per item.
+    /// Passes over `records` records that give about `examples_per_item` examples per unit of text: per
+    /// passage ([`crate::text::budget_units`]), so that a long text is not learned less than a short one.
     pub fn epochs(&self, records: usize, items: usize) -> usize {
         let want = self.examples_per_item * items.max(1);
         want.div_ceil(records.max(1)).clamp(1, 100)
@@ -267,7 +268,9 @@ impl Method for ReplayMethod {
             out,
         )?;
         let examples: Vec<_> = records.iter().map(Record::example).collect();
-        let epochs = self.settings.epochs(records.len(), items.len());
+        let epochs = self
+            .settings
+            .epochs(records.len(), crate::text::budget_units(items));
         let settings = self.finetune.for_epochs(epochs);
         fine_tune(env, &examples, &settings, previous, out)
     }

@@ -241,6 +241,24 @@ pub fn sentences(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Sentences per passage at most ([`passage_ranges`] as self-QA and the budgets use it).
+pub const PASSAGE_SENTENCES: usize = 3;
+/// Words per passage, about.
+pub const PASSAGE_WORDS: usize = 80;
+
+/// How many passages `text` has: the unit a training budget is counted in, so that a text twice as long is
+/// trained on twice as much (a one-paragraph news item is one).
+pub fn passages(text: &str) -> usize {
+    passage_ranges(text, PASSAGE_SENTENCES, PASSAGE_WORDS)
+        .len()
+        .max(1)
+}
+
+/// The budget units of `items`: their passages, summed ([`passages`]).
+pub fn budget_units(items: &[engram_inject::Item]) -> usize {
+    items.iter().map(|i| passages(&i.context)).sum()
+}
+
 /// The byte ranges of the text's passages, to ask about each part of a long text on its own: its paragraphs
 /// (split at blank lines), each cut into runs of at most `max_sentences` sentences and about `max_words` words
 /// (a sentence is never cut). A one-paragraph text of up to `max_sentences` short sentences is one passage.

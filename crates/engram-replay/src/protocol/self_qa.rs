@@ -3,7 +3,8 @@
 use super::{Checker, QualityConfig, Records, Replay, ReplayProtocol, ask, on_topic, sampled};
 use crate::record::{Format, Source};
 use crate::text::{
-    clean_generation, mentions, near_duplicate, passage_ranges, text_questions_per_sentence, topics,
+    PASSAGE_SENTENCES, PASSAGE_WORDS, clean_generation, mentions, near_duplicate, passage_ranges,
+    text_questions_per_sentence, topics,
 };
 use crate::{Generator, ReplayError, Sampling};
 
@@ -61,11 +62,6 @@ impl SelfQa {
         }
     }
 }
-
-/// At most this many sentences in a passage the generator writes questions about.
-const PASSAGE_SENTENCES: usize = 3;
-/// About this many words at most in a passage (a sentence is never cut).
-const PASSAGE_WORDS: usize = 80;
 
 const QUESTION_PROMPT: &str =
     "Write one question that can be answered from the text above. Write only the question.";
