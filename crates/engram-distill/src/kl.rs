@@ -595,167 +595,100 @@ mod tests {
         );
     }
 
-    /// The α-divergence (TRL's generalised JSD; 1 = reverse KL) from its definition in f64, over whole rows.
-    fn direct_alpha(teacher: &[f32], student: &[f32], t: f64, alpha: f64) -> f64 {
-        let sm = |row: &[f32]| -> Vec<f64> {
-            let e: Vec<f64> = row.iter().map(|&x| (x as f64 / t).exp()).collect();
-            let s: f64 = e.iter().sum();
-            e.into_iter().map(|x| x / s).collect()
-        };
-        let (p, q) = (sm(teacher), sm(student));
-        let kl = |a: &[f64], b: &[f64]| -> f64 {
-            a.iter()
-                .zip(b)
-                .map(|(a, b)| if *a > 0.0 { a * (a / b).ln() } else { 0.0 })
+    /// The α-divergence between two distributions from its definition in f64: forward KL at 0, reverse KL at
+    /// 1, TRL's generalised JSD between.
+    fn alpha_div(p: &[f64], q: &[f64], a: f64) -> f64 {
+        let kl = |x: &[f64], y: &[f64]| -> f64 {
+            x.iter()
+                .zip(y)
+                .map(|(x, y)| if *x > 0.0 { x * (x / y).ln() } else { 0.0 })
                 .sum()
         };
-        if alpha >= 1.0 {
-            return kl(&q, &p);
+        if a <= 0.0 {
+            return kl(p, q);
         }
-        if alpha <= 0.0 {
-            return kl(&p, &q);
+        if a >= 1.0 {
+            return kl(q, p);
         }
         let m: Vec<f64> = p
             .iter()
-            .zip(&q)
-            .map(|(p, q)| alpha * p + (1.0 - alpha) * q)
+            .zip(q)
+            .map(|(p, q)| a * p + (1.0 - a) * q)
             .collect();
-        alpha * kl(&p, &m) + (1.0 - alpha) * kl(&q, &m)
+        a * kl(p, &m) + (1.0 - a) * kl(q, &m)
     }
 
-    /// Every α against the plain definition, value and gradient (central differences), on tiny rows, with the
-    /// whole vocabulary and with a top-2 teacher plus its rest bucket (whose reference is the divergence of the
-    /// bucketed distributions).
+    /// The loss's value against `reference(student)` and its gradient against central differences of it.
+    fn check(out: &KlOutput, student: &[f32], reference: &dyn Fn(&[f32]) -> f64, label: &str) {
+        assert!(
+            (out.loss - reference(student)).abs() < 1e-6,
+            "{label}: {}",
+            out.loss
+        );
+        for j in 0..student.len() {
+            let h = 1e-3f32;
+            let (mut up, mut down) = (student.to_vec(), student.to_vec());
+            up[j] += h;
+            down[j] -= h;
+            let numeric = (reference(&up) - reference(&down)) / (2.0 * h as f64);
+            assert!(
+                (out.grad[j] as f64 - numeric).abs() < 1e-4,
+                "{label}, logit {j}: {} vs {numeric}",
+                out.grad[j]
+            );
+        }
+    }
+
+    /// Every α against the plain definition, value and gradient, on tiny rows: with the whole vocabulary, and
+    /// with a top-2 teacher plus its rest bucket (whose reference is the divergence of the bucketed
+    /// distributions).
     #[test]
     fn alpha_divergences_match_their_definitions() {
         let teacher = [1.5f32, -0.5, 0.25, 2.0, -1.0];
         let student = [0.3f32, 0.9, -0.7, 1.1, 0.0];
-        let vocab = teacher.len();
-        let t = 1.5f32;
+        let (vocab, t) = (teacher.len(), 1.5f32);
+        let loss = |dist: &TeacherDist, s: &[f32], alpha: f32| {
+            divergence_loss(&[dist], s.to_vec(), vocab, t, KlReduction::PerToken, alpha)
+        };
+        let dense = TeacherDist::from_logits(&teacher, t, None);
+        let top = TeacherDist::from_logits(&teacher, t, Some(2));
         for alpha in [0.0f32, 0.25, 0.5, 1.0] {
-            let dense = TeacherDist::from_logits(&teacher, t, None);
-            let out = divergence_loss(
-                &[&dense],
-                student.to_vec(),
-                vocab,
-                t,
-                KlReduction::PerToken,
-                alpha,
-            )
-            .unwrap();
-            let want = (t * t) as f64 * direct_alpha(&teacher, &student, t as f64, alpha as f64);
-            assert!(
-                (out.loss - want).abs() < 1e-6,
-                "α {alpha}: {} vs {want}",
-                out.loss
-            );
-            for j in 0..vocab {
-                let h = 1e-3f32;
-                let (mut up, mut down) = (student, student);
-                up[j] += h;
-                down[j] -= h;
-                let f =
-                    |s: &[f32]| (t * t) as f64 * direct_alpha(&teacher, s, t as f64, alpha as f64);
-                let numeric = (f(&up) - f(&down)) / (2.0 * h as f64);
-                assert!(
-                    (out.grad[j] as f64 - numeric).abs() < 1e-4,
-                    "α {alpha}, logit {j}: {} vs {numeric}",
-                    out.grad[j]
-                );
-            }
-            // Top-2: the bucketed divergence, and its gradient against the bucketed reference.
-            let top = TeacherDist::from_logits(&teacher, t, Some(2));
-            let bucketed = |s: &[f32]| -> f64 {
-                let q = softmax_f64(s, t);
-                let qb: Vec<f64> = top.ids.iter().map(|&i| q[i as usize]).collect();
-                let rest = 1.0 - qb.iter().sum::<f64>();
-                let p: Vec<f64> = top
-                    .probs
-                    .iter()
-                    .map(|&p| p as f64)
-                    .chain([top.rest as f64])
-                    .collect();
-                let q: Vec<f64> = qb.into_iter().chain([rest]).collect();
-                let kl = |a: &[f64], b: &[f64]| -> f64 {
-                    a.iter()
-                        .zip(b)
-                        .map(|(a, b)| if *a > 0.0 { a * (a / b).ln() } else { 0.0 })
-                        .sum()
-                };
-                let a = alpha as f64;
-                let d = if a >= 1.0 {
-                    kl(&q, &p)
-                } else if a <= 0.0 {
-                    kl(&p, &q)
-                } else {
-                    let m: Vec<f64> = p
-                        .iter()
-                        .zip(&q)
-                        .map(|(p, q)| a * p + (1.0 - a) * q)
-                        .collect();
-                    a * kl(&p, &m) + (1.0 - a) * kl(&q, &m)
-                };
-                (t * t) as f64 * d
+            let a = alpha as f64;
+            let whole = |s: &[f32]| {
+                let p = softmax_f64(&teacher, t);
+                (t * t) as f64 * alpha_div(&p, &softmax_f64(s, t), a)
             };
-            let out = divergence_loss(
-                &[&top],
-                student.to_vec(),
-                vocab,
-                t,
-                KlReduction::PerToken,
-                alpha,
-            )
-            .unwrap();
-            assert!(
-                (out.loss - bucketed(&student)).abs() < 1e-6,
-                "top-2 α {alpha}"
+            check(
+                &loss(&dense, &student, alpha).unwrap(),
+                &student,
+                &whole,
+                &format!("α {alpha}"),
             );
-            for j in 0..vocab {
-                let h = 1e-3f32;
-                let (mut up, mut down) = (student, student);
-                up[j] += h;
-                down[j] -= h;
-                let numeric = (bucketed(&up) - bucketed(&down)) / (2.0 * h as f64);
-                assert!(
-                    (out.grad[j] as f64 - numeric).abs() < 1e-4,
-                    "top-2 α {alpha}, logit {j}: {} vs {numeric}",
-                    out.grad[j]
-                );
-            }
+            let bucketed = |s: &[f32]| {
+                let q = softmax_f64(s, t);
+                let mut qb: Vec<f64> = top.ids.iter().map(|&i| q[i as usize]).collect();
+                qb.push(1.0 - qb.iter().sum::<f64>());
+                let mut p: Vec<f64> = top.probs.iter().map(|&p| p as f64).collect();
+                p.push(top.rest as f64);
+                (t * t) as f64 * alpha_div(&p, &qb, a)
+            };
+            let label = format!("top-2 α {alpha}");
+            check(
+                &loss(&top, &student, alpha).unwrap(),
+                &student,
+                &bucketed,
+                &label,
+            );
         }
         // α = 0 is the forward KL bit for bit; out of range names the option; equal rows give 0 at every α.
-        let dense = TeacherDist::from_logits(&teacher, t, None);
         let a = kl_loss(&[&dense], student.to_vec(), vocab, t, KlReduction::PerToken).unwrap();
-        let b = divergence_loss(
-            &[&dense],
-            student.to_vec(),
-            vocab,
-            t,
-            KlReduction::PerToken,
-            0.0,
-        )
-        .unwrap();
+        let b = loss(&dense, &student, 0.0).unwrap();
         assert_eq!((a.loss, a.grad), (b.loss, b.grad));
-        let e = divergence_loss(
-            &[&dense],
-            student.to_vec(),
-            vocab,
-            t,
-            KlReduction::PerToken,
-            1.5,
-        );
-        assert!(e.err().unwrap().to_string().contains("distillation-alpha"));
+        let e = loss(&dense, &student, 1.5).err().unwrap().to_string();
+        assert!(e.contains("distillation-alpha"), "{e}");
+        let same = TeacherDist::from_logits(&student, t, None);
         for alpha in [0.5f32, 1.0] {
-            let same = TeacherDist::from_logits(&student, t, None);
-            let out = divergence_loss(
-                &[&same],
-                student.to_vec(),
-                vocab,
-                t,
-                KlReduction::PerToken,
-                alpha,
-            )
-            .unwrap();
+            let out = loss(&same, &student, alpha).unwrap();
             assert!(
                 out.loss.abs() < 1e-6 && out.grad.iter().all(|g| g.abs() < 1e-6),
                 "α {alpha}: {} {:?}",
