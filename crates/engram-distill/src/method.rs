@@ -30,10 +30,9 @@ use crate::objective::{Distill, DistillBatches};
 use crate::on_policy::{OnPolicySettings, SelfDistill};
 use crate::target::{
     Target, TargetKind, continuation_targets, qa_targets, read_targets, record_pairs,
-    regulariser_targets, rehearsal_targets, targets_jsonl,
+    regulariser_targets, targets_jsonl, with_rehearsal_targets,
 };
 use crate::teacher::{TeacherConfig, prepare};
-use engram_train::guard::GuardReport;
 
 /// The targets of an injection, beside its adapter.
 pub const TARGETS_FILE: &str = "targets.jsonl";
@@ -309,21 +308,18 @@ impl SelfParam {
             inner: &mut model,
             cache: self.cache.clone(),
         };
-        let mut fresh = self.targets(&mut generator, items, &records, previous)?;
+        let task = self.targets(&mut generator, items, &records, previous)?;
+        let units = engram_replay::text::budget_units(items);
         let guard = &self.finetune.guard;
-        let mut guarded = GuardReport {
-            share: guard.share,
-            task_rows: fresh.len(),
-            ..GuardReport::default()
-        };
-        if guard.is_on() {
-            let (pool, seconds) = guard.pool(&*env.model)?;
-            let rows = guard.draw(&pool, fresh.len(), r.seed);
-            guarded.rehearsal_rows = rows.len();
-            guarded.pool = pool.len();
-            guarded.pool_seconds = seconds;
-            fresh.extend(rehearsal_targets(&rows));
-        }
+        // Drawn for every pass the run will make over the task targets (known exactly after the teacher pass).
+        let (passes, _) = guard.passes(
+            self.finetune
+                .for_epochs(r.epochs(task.len(), units))
+                .train
+                .length,
+        );
+        let seen = task.len() * passes;
+        let (fresh, guarded) = with_rehearsal_targets(&*env.model, guard, task, seen, r.seed)?;
         guarded.write(out)?;
         let current: std::collections::BTreeSet<&str> =
             items.iter().map(|i| i.id.as_str()).collect();
@@ -351,7 +347,7 @@ impl SelfParam {
             .iter()
             .filter(|&&i| fresh[i].kind != TargetKind::Rehearsal)
             .count();
-        let epochs = r.epochs(task, engram_replay::text::budget_units(items));
+        let epochs = r.epochs(task, units);
         let mut report = DistillReport {
             dropped: prepared.dropped,
             target_tokens: prepared.target_tokens,
@@ -376,8 +372,13 @@ impl SelfParam {
             source,
         })?;
 
+        let settings = self.finetune.for_epochs(epochs);
+        let (passes, length) = guard.passes(settings.train.length);
+        let settings = settings.with_length(length);
+        let (students, teachers) =
+            prepared.spread(|i| fresh[i].kind != TargetKind::Rehearsal, passes);
         let batcher = Batcher::new(
-            prepared.student,
+            students,
             BatchConfig {
                 batch_size: self.finetune.batching.batch_size,
                 max_len: self.finetune.batching.max_len,
@@ -386,7 +387,6 @@ impl SelfParam {
                 pad_id: lm.tokenizer.padding_id(),
             },
         )?;
-        let settings = self.finetune.for_epochs(epochs);
         let data_id = format!(
             "sha256:{:x} ({} targets), {}, previous {:?}",
             Sha256::digest(jsonl.as_bytes()),
@@ -400,7 +400,7 @@ impl SelfParam {
         );
         let source = DistillBatches {
             batcher: &batcher,
-            teacher: &prepared.teacher,
+            teacher: &teachers,
             device: lm.model.device(),
         };
         let objective = Distill {

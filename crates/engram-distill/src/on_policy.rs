@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 use crate::DistillError;
 use crate::kl::KlReduction;
 use crate::objective::{Distill, DistillBatches};
-use crate::target::{TargetKind, qa_targets, record_pairs, rehearsal_targets};
+use crate::target::{TargetKind, qa_targets, record_pairs, with_rehearsal_targets};
 use crate::teacher::{TeacherConfig, prepare};
 
 /// What a `self-distill` injection did, round by round, beside its adapter.
@@ -350,18 +350,21 @@ impl OnPolicy<'_> {
                 targets.extend(qa_targets(&item.id, &item.context, &answers));
             }
             let task = targets.len();
+            let want = s.examples_per_round * engram_replay::text::budget_units(items);
+            let epochs = want.div_ceil(task.max(1)).clamp(1, 100);
             let g = &self.finetune.guard;
-            if g.is_on() {
-                let (pool, seconds) = g.pool(&*env.model)?;
-                let rows = g.draw(&pool, task, r.seed ^ round as u64);
-                guard.pool = pool.len();
-                guard.pool_seconds += seconds;
-                guard.task_rows += task;
-                guard.rehearsal_rows += rows.len();
-                targets.extend(rehearsal_targets(&rows));
-            } else {
-                guard.task_rows += task;
-            }
+            let (passes, length) = g.passes(Length::Epochs(epochs));
+            let (targets, added) = with_rehearsal_targets(
+                &*env.model,
+                g,
+                targets,
+                task * passes,
+                r.seed ^ round as u64,
+            )?;
+            guard.pool = added.pool;
+            guard.pool_seconds += added.pool_seconds;
+            guard.task_rows += added.task_rows;
+            guard.rehearsal_rows += added.rehearsal_rows;
             std::fs::create_dir_all(&dir).map_err(|source| DistillError::Io {
                 path: dir.clone(),
                 source,
@@ -381,15 +384,10 @@ impl OnPolicy<'_> {
                     batch_size: 4,
                 },
             )?;
-            let kept_task = prepared
-                .kept
-                .iter()
-                .filter(|&&i| targets[i].kind != TargetKind::Rehearsal)
-                .count();
-            let want = s.examples_per_round * engram_replay::text::budget_units(items);
-            let epochs = want.div_ceil(kept_task.max(1)).clamp(1, 100);
+            let (students, teachers) =
+                prepared.spread(|i| targets[i].kind != TargetKind::Rehearsal, passes);
             let batcher = Batcher::new(
-                prepared.student,
+                students,
                 BatchConfig {
                     batch_size: self.finetune.batching.batch_size,
                     max_len: self.finetune.batching.max_len,
@@ -406,7 +404,7 @@ impl OnPolicy<'_> {
             );
             let source = DistillBatches {
                 batcher: &batcher,
-                teacher: &prepared.teacher,
+                teacher: &teachers,
                 device: lm.model.device(),
             };
             let objective = Distill {
@@ -414,7 +412,7 @@ impl OnPolicy<'_> {
                 reduction: KlReduction::PerToken,
                 alpha: s.alpha,
             };
-            let settings = self.finetune.with_length(Length::Epochs(epochs));
+            let settings = self.finetune.with_length(length);
             let t0 = Instant::now();
             let job = Job::in_folder(&dir, student.as_deref(), data_id);
             let mut round_metrics = Vec::new();
@@ -433,7 +431,7 @@ impl OnPolicy<'_> {
                 round,
                 check,
                 targets: task,
-                rehearsal: targets.len() - task,
+                rehearsal: added.rehearsal_rows,
                 generation_s,
                 teacher_s: prepared.teacher_seconds,
                 steps: summary.steps,

@@ -97,6 +97,31 @@ pub fn rehearsal_targets(rows: &[engram_train::Rehearsal]) -> Vec<Target> {
         .collect()
 }
 
+/// `task` and the guard's rows for `seen` task rows (the task rows times their passes) after them, as
+/// [`rehearsal_targets`], with what the guard added; `task` alone when the guard is off.
+pub fn with_rehearsal_targets(
+    lm: &engram_model::LoadedModel,
+    guard: &engram_train::Guard,
+    mut task: Vec<Target>,
+    seen: usize,
+    seed: u64,
+) -> Result<(Vec<Target>, engram_train::GuardReport), DistillError> {
+    let mut report = engram_train::GuardReport {
+        share: guard.share,
+        task_rows: seen,
+        ..Default::default()
+    };
+    if guard.is_on() {
+        let (pool, seconds) = guard.pool(lm)?;
+        let rows = guard.draw(&pool, seen, seed);
+        report.rehearsal_rows = rows.len();
+        report.pool = pool.len();
+        report.pool_seconds = seconds;
+        task.extend(rehearsal_targets(&rows));
+    }
+    Ok((task, report))
+}
+
 /// The (question, answer) of each replayed record: its first user and first assistant turn.
 pub fn record_pairs(records: &[Record]) -> Vec<(String, String)> {
     records

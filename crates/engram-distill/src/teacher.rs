@@ -222,6 +222,28 @@ pub fn prepare(
     })
 }
 
+impl Prepared {
+    /// The student sequences and their teacher rows as one pass of a guarded run sees them: the method's own
+    /// (`is_task` of the target index) `passes` times, the guard's rows once ([`engram_train::Guard::passes`]).
+    /// The teacher rows are shared, not copied.
+    pub fn spread(
+        &self,
+        is_task: impl Fn(usize) -> bool,
+        passes: usize,
+    ) -> (Vec<TokenizedExample>, Vec<Arc<Vec<TeacherDist>>>) {
+        let mut student = Vec::new();
+        let mut teacher = Vec::new();
+        for (j, &i) in self.kept.iter().enumerate() {
+            let times = if is_task(i) { passes } else { 1 };
+            for _ in 0..times {
+                student.push(self.student[j].clone());
+                teacher.push(self.teacher[j].clone());
+            }
+        }
+        (student, teacher)
+    }
+}
+
 /// Targets whose teacher reads the same tokens (every continuation of an item reads its whole context; a
 /// regulariser window drawn twice) share one forward pass: the distinct teacher sequences, each with the union
 /// of its targets' positions, and the index of each target's sequence.

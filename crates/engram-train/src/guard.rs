@@ -25,7 +25,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::TrainError;
+use crate::{Length, TrainError};
 
 /// The shipped pool (`datasets/rehearsal/prompts.jsonl`): general prompts, none about a fact that a locality
 /// measure asks.
@@ -144,6 +144,17 @@ impl Guard {
             "pool": self.prompts.len(),
             "max_new_tokens": self.max_new_tokens,
         })
+    }
+
+    /// How a guarded run of `length` sees its rows: the task rows this many times over in one epoch, each
+    /// time beside other rehearsal rows (drawn for all of them), rather than the same few rehearsal rows
+    /// every epoch. Returns the repeats and the run's new length; with the guard off, or a step count, the
+    /// run is left as it is (1 repeat).
+    pub fn passes(&self, length: Length) -> (usize, Length) {
+        match length {
+            Length::Epochs(e) if self.is_on() && e > 1 => (e, Length::Epochs(1)),
+            other => (1, other),
+        }
     }
 
     /// Rehearsal rows to add to `task` rows so that they are `share` of the whole: `⌈task·s/(1−s)⌉`.
@@ -342,6 +353,17 @@ mod tests {
             let got = r as f64 / (r + task) as f64;
             assert!(got >= share - 1e-9 && got < share + 0.05, "{share}: {got}");
         }
+    }
+
+    #[test]
+    fn a_guarded_run_repeats_its_task_rows_within_one_epoch() {
+        let on = Guard::default();
+        assert_eq!(on.passes(Length::Epochs(11)), (11, Length::Epochs(1)));
+        assert_eq!(on.passes(Length::Steps(30)), (1, Length::Steps(30)));
+        assert_eq!(
+            Guard::off().passes(Length::Epochs(11)),
+            (1, Length::Epochs(11))
+        );
     }
 
     #[test]

@@ -252,7 +252,8 @@ pub fn data_id(jsonl: &str, examples: usize, previous: Option<&Path>) -> String 
 /// Fine-tunes an adapter on `examples` into `out` (PEFT files, `metrics.jsonl`, and the examples as
 /// `train.jsonl`), continuing `previous` when given and resuming a checkpoint found in `out`; the model is
 /// left as it was. The guard's rehearsal rows are mixed in (they are in `train.jsonl` too, and `guard.json`
-/// says how many). Returns the adapter folder.
+/// says how many): with the guard on, the epochs are spelled out in one pass ([`Guard::passes`]) so that
+/// each meets other rehearsal rows. Returns the adapter folder.
 pub fn fine_tune(
     lm: &mut LoadedModel,
     examples: &[Example],
@@ -270,7 +271,10 @@ pub fn fine_tune(
         ));
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::from((out.to_path_buf(), e)))?;
-    let examples = &with_rehearsal(lm, examples, &settings.guard, settings.train.seed, out)?;
+    let (passes, length) = settings.guard.passes(settings.train.length);
+    let settings = &settings.with_length(length);
+    let repeated: Vec<Example> = (0..passes).flat_map(|_| examples.iter().cloned()).collect();
+    let examples = &with_rehearsal(lm, &repeated, &settings.guard, settings.train.seed, out)?;
     let jsonl = engram_model::formats::jsonl::to_jsonl(examples);
     let data_path = out.join(TRAIN_DATA_FILE);
     engram_model::formats::atomic::write_file_atomically(&data_path, jsonl.as_bytes())
