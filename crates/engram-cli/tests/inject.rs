@@ -1,5 +1,6 @@
-//! End to end on the real model, CPU: `engram inject` writes one `news` item into an adapter — with the
-//! default method and the locality guard on, or by KL distillation (`self-param`: teacher, the base model
+//! End to end on the real model, CPU: `engram inject` writes one `news` item into an adapter — by supervised
+//! fine-tuning on self-QA replay (`sys2-self-qa`), with the default method and the locality guard on, or by KL
+//! distillation (`self-param`: teacher, the base model
 //! reading the text; student, the adapter reading only the targets) — and `engram ask` then answers a direct
 //! question about it without the text, where the base model could not, while unrelated questions get the
 //! base model's answers still.
@@ -8,7 +9,7 @@ mod common;
 use common::engram;
 
 #[test]
-fn the_default_injection_answers_what_the_base_model_could_not_and_keeps_the_rest() {
+fn self_qa_injection_answers_what_the_base_model_could_not() {
     let dir = tempfile::tempdir().unwrap();
     let adapter = dir.path().join("adapter");
     let adapter = adapter.to_str().unwrap();
@@ -20,20 +21,23 @@ fn the_default_injection_answers_what_the_base_model_could_not_and_keeps_the_res
         "news",
         "--item",
         "news-math-003",
+        "--method",
+        "sys2-self-qa",
+        "--rehearsal",
+        "0",
         "--out",
         adapter,
     ]);
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("locality guard: ") && stdout.contains("adapter:"),
-        "one item gets the default method with the guard on: {stdout}"
+        stdout.contains("self-qa") && stdout.contains("adapter:"),
+        "{stdout}"
     );
     for f in [
         "adapter_config.json",
         "adapter_model.safetensors",
         "replay.jsonl",
         "replay.json",
-        "guard.json",
     ] {
         assert!(dir.path().join("adapter").join(f).is_file(), "{f} written");
     }
@@ -72,7 +76,40 @@ fn the_default_injection_answers_what_the_base_model_could_not_and_keeps_the_res
         !learned.is_empty() && adapter_right > base_right,
         "the adapter answers a direct question the base model could not (base {base_right}, adapter {adapter_right})"
     );
+}
 
+/// The default method (`self-distill`) with the locality guard on, one round to keep it short: the guard's rows
+/// are in the run, the report says so, and unrelated questions keep the base model's first line.
+#[test]
+fn the_default_injection_runs_with_the_guard_and_keeps_unrelated_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = dir.path().join("adapter");
+    let adapter = adapter.to_str().unwrap();
+    let (ok, stdout, stderr) = engram(&[
+        "inject",
+        "--dataset",
+        "news",
+        "--item",
+        "news-math-003",
+        "--distill-rounds",
+        "1",
+        "--out",
+        adapter,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("on-policy rounds: 1") && stdout.contains("locality guard: "),
+        "the default method, with the guard on: {stdout}"
+    );
+    let guard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapter/guard.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(guard["rehearsal_rows"].as_u64().unwrap() > 0, "{guard}");
+    assert_eq!(
+        guard["rehearsal_rows"], guard["task_rows"],
+        "share 0.5: {guard}"
+    );
     // Unrelated questions (trivia, never trained on): the adapter answers them as the base model does.
     let general = [
         "What is the capital of Japan?",
@@ -92,7 +129,7 @@ fn the_default_injection_answers_what_the_base_model_could_not_and_keeps_the_res
         eprintln!("{q}\n  base: {}\n  adapter: {}", base.trim(), tuned.trim());
     }
     assert!(
-        unchanged >= 3,
+        unchanged >= 2,
         "the guard keeps the base model's answers to unrelated questions: {unchanged} of 4 unchanged"
     );
 }
