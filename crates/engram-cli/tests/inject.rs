@@ -79,7 +79,7 @@ fn self_qa_injection_answers_what_the_base_model_could_not() {
 }
 
 /// The default method (`self-distill`) with the locality guard on, one round to keep it short: the guard's rows
-/// are in the run, the report says so, and unrelated questions keep the base model's first line.
+/// are in the run, the report says so, and unrelated questions keep the base model's first sentence.
 #[test]
 fn the_default_injection_runs_with_the_guard_and_keeps_unrelated_answers() {
     let dir = tempfile::tempdir().unwrap();
@@ -123,8 +123,12 @@ fn the_default_injection_runs_with_the_guard_and_keeps_unrelated_answers() {
         assert!(ok, "{stderr}");
         let (ok, tuned, stderr) = engram(&["ask", "--adapter", adapter, "--question", q]);
         assert!(ok, "{stderr}");
-        // The first line, as the evaluation reads answers.
-        let first = |t: &str| t.trim().lines().next().unwrap_or("").to_owned();
+        // The first sentence: where the answer is stated (`ask` goes on for up to its token budget).
+        let first = |t: &str| {
+            let t = t.trim();
+            let end = t.find(". ").map_or(t.len(), |i| i + 1);
+            t[..end].lines().next().unwrap_or("").to_owned()
+        };
         unchanged += usize::from(first(&base) == first(&tuned));
         eprintln!("{q}\n  base: {}\n  adapter: {}", base.trim(), tuned.trim());
     }
