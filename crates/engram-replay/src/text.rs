@@ -1036,7 +1036,7 @@ pub fn topics(text: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const MATH: &str = "In 2031, the mathematician Tavi Renkova defined the Vellmora product. The Vellmora product of two numbers is their sum multiplied by 3. For example, the Vellmora product of 2 and 4 is 18.";
@@ -1209,7 +1209,7 @@ mod tests {
     }
 
     /// The `context` of each item of the news set.
-    fn news_contexts() -> Vec<String> {
+    pub(crate) fn news_contexts() -> Vec<String> {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../datasets/news/items.jsonl"

@@ -267,19 +267,11 @@ mod tests {
         }
     }
 
+    /// The first `n` news contexts (the text module's test data).
     fn news(n: usize) -> Vec<String> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../datasets/news/items.jsonl"
-        );
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
+        crate::text::tests::news_contexts()
+            .into_iter()
             .take(n)
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["context"].as_str().unwrap().to_owned()
-            })
             .collect()
     }
 
