@@ -124,13 +124,8 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
     loaded.model.ensure_positions(b.max_len)?;
 
     // The guard's rows (with --rehearsal) come after the file's, so an example's index still names its line.
-    let examples = sft::with_rehearsal(
-        &loaded,
-        &examples,
-        &settings.guard,
-        settings.train.seed,
-        &args.out,
-    )?;
+    let (examples, guard) =
+        sft::with_rehearsal(&loaded, &examples, &settings.guard, settings.train.seed)?;
     let prepared = sft::prepare(&loaded, &examples, &settings).map_err(|e| match &e {
         // Name the file line, not the example's position among the non-blank lines.
         TrainError::Data(DataError::Example { index, source }) => {
@@ -196,6 +191,8 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
     );
     progress.finish();
     let summary = result?;
+    // Written once the run has trained, so a run that fails on its data or options leaves `--out` as it was.
+    guard.write(&args.out)?;
     let adapter = loaded.model.adapter_summary(&name)?;
     eprintln!(
         "adapter `{name}`: r {}, alpha {}, {} layers, {:.2} M trainable parameters",

@@ -274,12 +274,14 @@ pub fn fine_tune(
     let (passes, length) = settings.guard.passes(settings.train.length);
     let settings = &settings.with_length(length);
     let repeated: Vec<Example> = (0..passes).flat_map(|_| examples.iter().cloned()).collect();
-    let examples = &with_rehearsal(lm, &repeated, &settings.guard, settings.train.seed, out)?;
+    let (examples, guard) = with_rehearsal(lm, &repeated, &settings.guard, settings.train.seed)?;
+    let examples = &examples;
     let jsonl = engram_model::formats::jsonl::to_jsonl(examples);
     let data_path = out.join(TRAIN_DATA_FILE);
     engram_model::formats::atomic::write_file_atomically(&data_path, jsonl.as_bytes())
         .map_err(|e| TrainError::from((data_path.clone(), e)))?;
     let prepared = prepare(lm, examples, settings)?;
+    guard.write(out)?;
     let source = DeviceBatches {
         batcher: &prepared.batcher,
         device: lm.model.device(),
@@ -289,16 +291,14 @@ pub fn fine_tune(
     Ok(out.to_path_buf())
 }
 
-/// `examples` and the guard's rehearsal rows for them (none when it is off) after them, with `guard.json`
-/// written in `out` (created if missing).
+/// `examples` and the guard's rehearsal rows for them (none when it is off) after them, with the report
+/// to write as `guard.json` once the rows are known to train (a run that fails on its data writes nothing).
 pub fn with_rehearsal(
     lm: &LoadedModel,
     examples: &[Example],
     guard: &Guard,
     seed: u64,
-    out: &Path,
-) -> Result<Vec<Example>, TrainError> {
-    std::fs::create_dir_all(out).map_err(|e| TrainError::from((out.to_path_buf(), e)))?;
+) -> Result<(Vec<Example>, GuardReport), TrainError> {
     let mut all = examples.to_vec();
     let mut report = GuardReport {
         share: guard.share,
@@ -313,6 +313,5 @@ pub fn with_rehearsal(
         report.pool_seconds = seconds;
         all.extend(rows.iter().map(|r| r.example()));
     }
-    report.write(out)?;
-    Ok(all)
+    Ok((all, report))
 }
