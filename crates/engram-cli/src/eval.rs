@@ -306,6 +306,7 @@ pub(crate) fn ask_cmd(args: AskArgs) -> Result<()> {
         engram_eval::probe::chat_prompt(&lm.chat_template, context.as_deref(), &args.question)?;
     let ids = lm.tokenizer.encode(&prompt)?;
     let cfg = GenerationConfig::greedy(args.max_new_tokens);
+    lm.model.ensure_positions(ids.len() + cfg.max_new_tokens)?;
     let out = generate(&lm.model, &lm.tokenizer, &[ids], &cfg, &mut |_, _| {})?;
     println!("{}", out[0].text.trim());
     Ok(())

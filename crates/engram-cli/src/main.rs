@@ -423,6 +423,17 @@ fn generate_cmd(args: GenerateArgs) -> Result<()> {
     };
     // Validate options before the (slower) model load.
     cfg.validate()?;
+    if !args.chat
+        && let Some(i) = args.prompt.iter().position(|p| p.is_empty())
+    {
+        return Err(format!(
+            "invalid option `--prompt` = \"\" (prompt {} of {}): an empty text gives the model nothing to \
+             continue; give it some text, or add --chat to ask it as a chat turn",
+            i + 1,
+            args.prompt.len()
+        )
+        .into());
+    }
     check_adapter_dirs(&args.adapter)?;
     let mut loaded = load(&args.model, &args.device)?;
     load_adapters(&mut loaded.model, &args.adapter)?;
@@ -448,6 +459,11 @@ fn generate_cmd(args: GenerateArgs) -> Result<()> {
             }
         }
     }
+    // The RoPE tables start at 4096 positions; grow them to what this run needs (up to the model's limit).
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    loaded
+        .model
+        .ensure_positions(longest + cfg.max_new_tokens)?;
     let start = Instant::now();
     let single = prompts.len() == 1;
     let mut stdout = std::io::stdout();

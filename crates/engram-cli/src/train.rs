@@ -38,6 +38,9 @@ pub(crate) struct TrainArgs {
     /// Continue the run in --out from its checkpoint (same data and settings).
     #[arg(long)]
     resume: bool,
+    /// Replace an earlier run in --out (without it, a folder holding one is refused, untouched).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Name of the adapter inside the model.
     #[arg(long, default_value = "default")]
     adapter_name: String,
@@ -77,11 +80,16 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
         )
         .into());
     }
-    if !args.resume && dirs.checkpoint().is_dir() {
-        eprintln!(
-            "note: {} holds an earlier run; starting afresh (use --resume to continue it instead)",
-            args.out.display()
-        );
+    if !args.resume
+        && !args.overwrite
+        && let Some(found) = dirs.earlier_run()
+    {
+        return Err(format!(
+            "{} holds an earlier run ({}): --resume continues it, --overwrite replaces it",
+            args.out.display(),
+            found.display()
+        )
+        .into());
     }
     let examples = read_jsonl(&args.data)?;
     let data_bytes = std::fs::read(&args.data)
@@ -191,6 +199,9 @@ pub(crate) fn train_cmd(args: TrainArgs) -> Result<()> {
     );
     progress.finish();
     let summary = result?;
+    for w in &summary.warnings {
+        eprintln!("warning: {w}");
+    }
     // Written once the run has trained, so a run that fails on its data or options leaves `--out` as it was.
     guard.write(&args.out)?;
     let adapter = loaded.model.adapter_summary(&name)?;

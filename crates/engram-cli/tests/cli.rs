@@ -46,6 +46,23 @@ fn chat_generation_answers_and_stops_at_the_end_of_turn() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("Paris"), "{stdout:?}");
     assert!(!stdout.contains("<|im_end|>"), "{stdout:?}");
+
+    // The model has 8192 positions, as the server allows: a budget past the first 4096 works (it stops at
+    // the end of the turn), one past 8192 is refused by name (both used to stop at 4096).
+    for command in ["generate", "ask"] {
+        let question = if command == "ask" { "--question" } else { "--prompt" };
+        let mut args = vec![command, question, "What is the capital of France?"];
+        if command == "generate" {
+            args.push("--chat");
+        }
+        let out = engram(&[&args[..], &["--max-new-tokens", "6000"]].concat());
+        assert!(out.status.success(), "{command}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("Paris"), "{command}");
+        let out = engram(&[&args[..], &["--max-new-tokens", "9000"]].concat());
+        assert!(!out.status.success(), "{command}");
+        let err = text(&out.stderr);
+        assert!(err.contains("8192") && !err.contains("panicked"), "{command}: {err}");
+    }
 }
 
 #[test]
@@ -312,6 +329,23 @@ fn train_writes_an_adapter_that_answers_and_merges_into_the_same_model() {
         metrics_after, metrics,
         "a refused resume leaves the run alone"
     );
+    // A fresh run into the finished folder is refused before it touches anything.
+    let weights = std::fs::read(adapter.join("adapter_model.safetensors")).unwrap();
+    let out = engram(&train_args);
+    assert!(!out.status.success(), "a finished --out is not overwritten");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("earlier run") && err.contains("--overwrite") && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(adapter.join("metrics.jsonl")).unwrap(),
+        metrics
+    );
+    assert_eq!(
+        std::fs::read(adapter.join("adapter_model.safetensors")).unwrap(),
+        weights
+    );
 
     let merged = dir.path().join("merged");
     let out = engram(&["merge", "--adapter", s(&adapter), "--out", s(&merged)]);
@@ -323,6 +357,12 @@ fn train_writes_an_adapter_that_answers_and_merges_into_the_same_model() {
         "tokenizer_config.json",
     ] {
         assert!(merged.join(f).exists(), "{f} in {}", merged.display());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(merged.join(f)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o044, 0o044, "{f} is readable by all: {mode:o}");
+        }
     }
     let from_merged = ask(&["--model", s(&merged)]);
     assert_eq!(
@@ -411,6 +451,18 @@ fn train_and_adapter_errors_name_the_file_line_or_option() {
             vec!["/nonexistent/facts.jsonl"],
         ),
         (train(&["--r", "0"]), vec!["`r`", "0"]),
+        (train(&["--lora-alpha", "0"]), vec!["lora_alpha", "positive"]),
+        // 3e10 parameters: refused by size before anything is allocated (it used to abort at ~7 GB).
+        (train(&["--r", "100000"]), vec!["`r`", "100000", "GiB"]),
+        (train(&["--lora-alpha", "-16"]), vec!["lora_alpha", "-16"]),
+        (
+            vec!["generate", "--prompt", ""],
+            vec!["`--prompt`", "empty", "--chat"],
+        ),
+        (
+            vec!["inject", "--context", s(&data), "--method", "bogus", "--out", s(&out_dir)],
+            vec!["`method`", "bogus", "self-distill"],
+        ),
         (
             train(&["--lora-dropout", "1.5"]),
             vec!["lora_dropout", "1.5"],

@@ -177,7 +177,7 @@ impl Family for Curricula {
     ) -> Result<Box<dyn Method>, InjectError> {
         let Recipe::Curriculum(stages) = info.recipe else {
             return Err(InjectError::option(
-                "methods",
+                "method",
                 info.name,
                 "not a curriculum",
             ));

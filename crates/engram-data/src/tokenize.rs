@@ -69,7 +69,7 @@ pub fn tokenize_example(
     ex: &Example,
     max_len: usize,
 ) -> Result<TokenizedExample, DataError> {
-    truncate(tokenize_full(tok, template, ex)?, max_len)
+    truncate(tokenize_full(tok, template, ex, max_len)?, max_len)
 }
 
 /// Tokenizes a list of examples with [`tokenize_example`], counting those truncated. An error is
@@ -83,7 +83,7 @@ pub fn tokenize_examples(
     let mut out = Vec::with_capacity(examples.len());
     let mut truncated = 0;
     for (i, ex) in examples.iter().enumerate() {
-        let full = tokenize_full(tok, template, ex).map_err(|e| e.in_example(i + 1))?;
+        let full = tokenize_full(tok, template, ex, max_len).map_err(|e| e.in_example(i + 1))?;
         if full.ids.len() > max_len {
             truncated += 1;
         }
@@ -106,19 +106,40 @@ fn truncate(mut ex: TokenizedExample, max_len: usize) -> Result<TokenizedExample
     Ok(ex)
 }
 
-/// The whole example, untruncated.
+/// The example with at least its first `max_len` tokens (more when it is longer: the caller truncates).
+///
+/// A text or message longer than `max_len` tokens could ever cover is cut first, so that a 50 MB line costs
+/// the tokenizer (~100 bytes of working memory per byte of text) only what `max_len` keeps. The margin keeps
+/// the cut past the end of the kept tokens' words, so they are the ones the whole text would give.
 fn tokenize_full(
     tok: &Tokenizer,
     template: &ChatTemplate,
     ex: &Example,
+    max_len: usize,
 ) -> Result<TokenizedExample, DataError> {
+    let budget = max_len
+        .saturating_add(CUT_MARGIN_TOKENS)
+        .saturating_mul(tok.max_token_bytes());
     let (ids, mut loss_mask) = match ex {
         Example::Text { text } => {
-            let ids = tok.encode(text)?;
+            let ids = tok.encode(cut(text, budget))?;
             let mask = vec![true; ids.len()];
             (ids, mask)
         }
         Example::Chat { messages } => {
+            let cut_messages: Vec<Message>;
+            let messages = if messages.iter().any(|m| m.content.len() > budget) {
+                cut_messages = messages
+                    .iter()
+                    .map(|m| Message {
+                        role: m.role.clone(),
+                        content: cut(&m.content, budget).to_owned(),
+                    })
+                    .collect();
+                &cut_messages
+            } else {
+                messages
+            };
             let (text, spans) = assistant_spans(template, messages)?;
             let (ids, offsets) = tok.encode_with_offsets(&text)?;
             let mask = offsets
@@ -132,6 +153,21 @@ fn tokenize_full(
         *first = false;
     }
     Ok(TokenizedExample { ids, loss_mask })
+}
+
+/// Tokens of slack past `max_len` before a long text is cut (see [`tokenize_full`]).
+const CUT_MARGIN_TOKENS: usize = 64;
+
+/// `text`'s first `max_bytes` bytes at most, ending on a character boundary.
+fn cut(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Renders the conversation and returns it with the byte ranges of its assistant turns.

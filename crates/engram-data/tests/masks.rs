@@ -302,3 +302,41 @@ fn from_a_jsonl_file_to_batches() {
         dir.join("missing.jsonl").display()
     )));
 }
+
+/// A line far longer than `max_len` is cut before the tokenizer sees it (a 50 MB line used to cost ~140 bytes
+/// of memory per byte and abort), and the tokens kept are the ones the whole line gives.
+#[test]
+fn a_huge_line_keeps_the_tokens_the_whole_line_gives() {
+    let text = "The lantern tide rises over Quillhaven harbor. ".repeat(60_000); // 2.8 MB
+    let max_len = 64;
+    let budget = (max_len + 64) * tok().max_token_bytes();
+    assert!(text.len() > 10 * budget, "the test text must be cut");
+    let cut = tokenize_example(tok(), template(), &Example::text(&text), max_len).unwrap();
+    let whole = tok().encode(&text).unwrap();
+    assert_eq!(cut.ids, whole[..max_len]);
+
+    let chat = Example::chat(vec![
+        Message::user(text.clone()),
+        Message::assistant("It rises."),
+    ]);
+    let err = tokenize_example(tok(), template(), &chat, max_len).unwrap_err();
+    assert!(
+        matches!(err, DataError::NoTargets { .. }),
+        "the answer lies past max_len: {err:?}"
+    );
+    let chat = Example::chat(vec![
+        Message::user("Where does it rise?"),
+        Message::assistant(text.clone()),
+    ]);
+    let cut = tokenize_example(tok(), template(), &chat, max_len).unwrap();
+    let short = Example::chat(vec![
+        Message::user("Where does it rise?"),
+        // Short enough not to be cut, long enough to fill max_len (no token covers more than
+        // max_token_bytes of it).
+        Message::assistant(text[..budget / 2].to_owned()),
+    ]);
+    let head = tokenize_example(tok(), template(), &short, max_len).unwrap();
+    assert_eq!(head.ids.len(), max_len);
+    assert_eq!(cut.ids, head.ids);
+    assert_eq!(cut.loss_mask, head.loss_mask);
+}

@@ -23,9 +23,7 @@ where
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
     std::fs::create_dir_all(&parent).map_err(|e| E::from((parent.clone(), e)))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp"))
-        .tempdir_in(&parent)
+    let tmp = crate::staged_dir(&parent, &format!(".{name}.tmp"))
         .map_err(|e| E::from((parent.clone(), e)))?;
     fill(tmp.path())?;
     sync_dir(tmp.path());

@@ -379,8 +379,15 @@ impl GgufFile {
             usize::try_from(v)
                 .map_err(|_| self.bad_config(&full, format!("{v} does not fit in usize")))
         };
+        // A size of 0 would only fail later, blamed on a field derived from it.
+        let size_of = |k: &str| -> Result<usize, FormatError> {
+            match usize_of(k)? {
+                0 => Err(self.bad_config(&key(k), "0: must be at least 1".into())),
+                v => Ok(v),
+            }
+        };
 
-        let hidden_size = usize_of("embedding_length")?;
+        let hidden_size = size_of("embedding_length")?;
         let num_attention_heads = usize_of("attention.head_count")?;
         let num_key_value_heads = if self.get(&key("attention.head_count_kv")).is_some() {
             usize_of("attention.head_count_kv")?
@@ -468,21 +475,39 @@ impl GgufFile {
             architecture,
             vocab_size,
             hidden_size,
-            intermediate_size: usize_of("feed_forward_length")?,
-            num_hidden_layers: usize_of("block_count")?,
+            intermediate_size: size_of("feed_forward_length")?,
+            num_hidden_layers: self.block_count(&key("block_count"), size_of("block_count")?)?,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
             rms_norm_eps: self.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
             rope_theta,
             rope_scaling: None,
-            max_position_embeddings: usize_of("context_length")?,
+            max_position_embeddings: size_of("context_length")?,
             tie_word_embeddings: !self.by_name.contains_key("output.weight"),
             attention_bias,
             bos_token_id: token_id("bos_token_id")?,
             eos_token_ids: token_id("eos_token_id")?.into_iter().collect(),
             pad_token_id: token_id("padding_token_id")?,
         })
+    }
+
+    /// `blocks` from the metadata, checked against the `blk.N.*` tensors the file holds (when it holds any):
+    /// a count that disagrees would otherwise be believed by everything that sizes memory or loops by it.
+    fn block_count(&self, field: &str, blocks: usize) -> Result<usize, FormatError> {
+        let held = self
+            .tensors
+            .iter()
+            .filter_map(|t| t.name.strip_prefix("blk.")?.split_once('.')?.0.parse::<usize>().ok())
+            .max()
+            .map_or(0, |last| last + 1);
+        if held > 0 && held != blocks {
+            return Err(self.bad_config(
+                field,
+                format!("{blocks} blocks, but the file holds the tensors of {held} (blk.0 to blk.{})", held - 1),
+            ));
+        }
+        Ok(blocks)
     }
 
     fn bad_config(&self, field: &str, message: String) -> FormatError {

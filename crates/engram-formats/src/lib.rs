@@ -28,5 +28,5 @@ mod weights;
 
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
 pub use error::FormatError;
-pub use staging::staged_file;
+pub use staging::{make_readable, staged_dir, staged_file};
 pub use weights::{LAYER_LINEARS, TensorF32, WeightSource};

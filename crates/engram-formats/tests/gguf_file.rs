@@ -1540,6 +1540,49 @@ fn config_errors_are_typed() {
     let err = b.open().unwrap().model_config().unwrap_err();
     assert!(matches!(err, FormatError::BadConfig { .. }), "{err:?}");
 
+    // A zero size is blamed on its own key, not on one derived from it (embedding_length 0 used to blame
+    // key_length); a block count the tensors disagree with (10^9 used to pass `engram info`) is refused.
+    for (key, value) in [
+        ("llama.embedding_length", 0u64),
+        ("llama.feed_forward_length", 0),
+        ("llama.context_length", 0),
+        ("llama.block_count", 0),
+        ("llama.block_count", 1_000_000_000),
+        ("llama.block_count", 3),
+    ] {
+        let mut b = tiny_model("llama", false, false);
+        for (k, v) in &mut b.kvs {
+            if k == key {
+                *v = MetaValue::U64(value);
+            }
+        }
+        let err = b.open().unwrap().model_config().unwrap_err();
+        assert!(
+            matches!(&err, FormatError::BadConfig { field, .. } if field == key),
+            "{key} = {value}: {err:?}"
+        );
+        assert!(err.to_string().contains(&value.to_string()), "{err}");
+    }
+
+    // A model tensor of a type engram cannot decode fails when the weights are opened (so `engram info`
+    // fails too), naming the tensor; an extra tensor the model does not use may have any type.
+    let mut b = tiny_model("llama", false, false);
+    let q = b
+        .tensors
+        .iter()
+        .position(|t| t.name == "blk.1.attn_q.weight")
+        .unwrap();
+    b.tensors[q].type_id = 99;
+    let err = GgufWeights::from_file(b.open().unwrap()).unwrap_err();
+    assert!(
+        matches!(&err, FormatError::UnsupportedTensorType { tensor, .. } if tensor == "blk.1.attn_q.weight"),
+        "{err:?}"
+    );
+    let mut b = tiny_model("llama", false, false);
+    let extra = b.tensors.len() - 1;
+    b.tensors[extra].type_id = 99;
+    GgufWeights::from_file(b.open().unwrap()).unwrap();
+
     // Defaults: no kv head count means multi-head attention; no tokens means llama.vocab_size.
     let mut b = tiny_model("llama", false, false);
     b.kvs

@@ -54,6 +54,12 @@ fn round_trip_llama_and_qwen2() {
         assert_eq!(w.tokenizer_path(), None);
         let n: usize = tensors.iter().map(|(_, t)| t.numel()).sum();
         assert_eq!(n, config.parameter_count(), "{architecture:?} tie={tie}");
+        #[cfg(unix)]
+        for file in ["model.safetensors", "config.json"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(folder.join(file)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o044, 0o044, "{file} is readable by all: {mode:o}");
+        }
 
         // Exactly the three files, nothing staged left behind.
         let mut files: Vec<String> = std::fs::read_dir(&folder)

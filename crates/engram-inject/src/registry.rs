@@ -319,7 +319,7 @@ impl Registry {
     pub fn build(&self, name: &str) -> Result<Box<dyn Method>, InjectError> {
         let unknown = || {
             InjectError::option(
-                "methods",
+                "method",
                 name,
                 format!("unknown method; known: {}", self.names().join(", ")),
             )
@@ -328,7 +328,7 @@ impl Registry {
         if !self.available(info) {
             let kind = info.recipe.family();
             return Err(match self.missing.iter().find(|(k, _)| *k == kind) {
-                Some((_, reason)) => InjectError::option("methods", name, reason.clone()),
+                Some((_, reason)) => InjectError::option("method", name, reason.clone()),
                 None => unknown(),
             });
         }

@@ -125,19 +125,31 @@ impl Adapters for Llama {
                 format!("the model has {n_layers} layers (0..{})", n_layers - 1),
             ));
         }
+        let targeted = |module: &str| {
+            split_module(module).is_some_and(|(layer, short)| {
+                config.target_modules.matches(short)
+                    && config
+                        .layers_to_transform
+                        .as_ref()
+                        .is_none_or(|l| l.contains(&layer))
+            })
+        };
+        // Sized before anything is allocated: a rank of 100000 would otherwise abort the process.
+        let parameters: u128 = self
+            .projections()
+            .iter()
+            .filter(|(module, _)| targeted(module))
+            .map(|(_, proj)| {
+                let [d_in, d_out] = proj.dims();
+                config.r as u128 * (d_in + d_out) as u128
+            })
+            .sum();
+        check_adapter_memory(config.r, parameters, 1, available_for_adapters())?;
         let device = self.device();
         let mut rng = StdRng::seed_from_u64(seed);
         let mut count = 0;
         for (module, proj) in self.projections_mut() {
-            let Some((layer, short)) = split_module(&module) else {
-                continue;
-            };
-            if !config.target_modules.matches(short)
-                || config
-                    .layers_to_transform
-                    .as_ref()
-                    .is_some_and(|l| !l.contains(&layer))
-            {
+            if !targeted(&module) {
                 continue;
             }
             let [d_in, d_out] = proj.dims();
@@ -355,4 +367,43 @@ pub(crate) fn low_rank(name: &str, config: &LoraConfig, a: Tensor<2>, b: Tensor<
 /// Attaches given factors to one projection (used by the file loader).
 pub(crate) fn attach(proj: &mut Projection, adapter: LowRank) {
     proj.adapters.push(adapter);
+}
+
+/// Host memory an adapter may take: what the process can still use (`None`: unknown, or the check switched
+/// off with the model loader's [`SKIP_MEMORY_CHECK_ENV`](engram_model::SKIP_MEMORY_CHECK_ENV)).
+pub fn available_for_adapters() -> Option<u64> {
+    if std::env::var(engram_model::SKIP_MEMORY_CHECK_ENV).is_ok_and(|v| v == "1") {
+        return None;
+    }
+    engram_model::available_host_memory()
+}
+
+/// Refuses, before any allocation, an adapter of rank `r` with `parameters` f32 values when `copies` of
+/// it (1 to hold it; training adds a gradient and two optimizer moments) need more than `available` bytes.
+/// Pure, so it can be tested with any figure.
+pub fn check_adapter_memory(
+    r: usize,
+    parameters: u128,
+    copies: u32,
+    available: Option<u64>,
+) -> Result<(), LoraError> {
+    let needed = parameters * 4 * u128::from(copies);
+    match available {
+        Some(available) if needed > u128::from(available) => {
+            let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+            Err(LoraError::invalid(
+                "r",
+                r,
+                format!(
+                    "an adapter of this rank has {:.3} B parameters and {} needs about {:.1} GiB, but only \
+                     {:.1} GiB of memory is available; pick a smaller r or fewer target_modules",
+                    parameters as f64 / 1e9,
+                    if copies > 1 { "training it" } else { "holding it" },
+                    gib(needed),
+                    gib(u128::from(available)),
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }

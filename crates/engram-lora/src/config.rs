@@ -124,11 +124,12 @@ impl LoraConfig {
         if self.r == 0 {
             return Err(LoraError::invalid("r", self.r, "must be at least 1"));
         }
-        if !self.lora_alpha.is_finite() {
+        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
             return Err(LoraError::invalid(
                 "lora_alpha",
                 self.lora_alpha,
-                "must be a finite number",
+                "must be a positive number (the update is scaled by lora_alpha / r: 0 makes the adapter a \
+                 no-op, a negative value only flips its sign)",
             ));
         }
         if !(0.0..1.0).contains(&self.lora_dropout) {

@@ -20,7 +20,9 @@ mod config;
 mod error;
 mod files;
 
-pub use adapters::{AdapterSummary, Adapters, Factor, peft_key};
+pub use adapters::{
+    AdapterSummary, Adapters, Factor, available_for_adapters, check_adapter_memory, peft_key,
+};
 pub use config::{LINEAR_MODULES, LoraConfig, TargetModules};
 pub use error::LoraError;
 pub use files::{CONFIG_FILE, WEIGHTS_FILE, load_adapter, read_adapter_config, save_adapter};

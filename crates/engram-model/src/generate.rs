@@ -153,9 +153,9 @@ pub fn left_padded_batch(
     }
     if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
         return Err(ModelError::invalid(
-            "prompt",
-            i,
-            "is empty after tokenization",
+            &format!("prompts[{i}]"),
+            "\"\"",
+            "is empty after tokenization: nothing to continue",
         ));
     }
     let b = prompts.len();

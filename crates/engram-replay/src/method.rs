@@ -342,7 +342,7 @@ impl Family for Replays {
         } = info.recipe
         else {
             return Err(InjectError::option(
-                "methods",
+                "method",
                 info.name,
                 "not a replay method",
             ));

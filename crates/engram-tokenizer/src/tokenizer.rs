@@ -37,6 +37,8 @@ pub struct Tokenizer {
     chat_template_error: Option<String>,
     byte_level: bool,
     vocab_size: usize,
+    /// The longest token's text in bytes: no token covers more bytes of input (see [`Self::max_token_bytes`]).
+    max_token_bytes: usize,
     origin: Origin,
 }
 
@@ -107,6 +109,7 @@ impl Tokenizer {
         let bos_id = gguf::checked_id(v, v.bos_id);
         let mut tokenizer = Self {
             vocab_size: v.tokens.len(),
+            max_token_bytes: longest_token(&inner),
             byte_level: true,
             inner,
             bos_id,
@@ -166,6 +169,7 @@ impl Tokenizer {
             chat_template_error,
             byte_level,
             vocab_size,
+            max_token_bytes: longest_token(&inner),
             origin,
             inner,
         };
@@ -274,6 +278,13 @@ impl Tokenizer {
     /// Starts incremental decoding, for showing generated text as it comes; see [`DecodeStream`].
     pub fn decode_stream(&self, skip_special: bool) -> DecodeStream<'_> {
         DecodeStream::new(self, skip_special)
+    }
+
+    /// The most bytes of input one token can stand for (its vocabulary text's length in UTF-8, which is at
+    /// least the bytes it decodes to for byte-level and SentencePiece vocabularies): `n` tokens never cover
+    /// more than `n * max_token_bytes()` bytes, so a text can be cut to that before tokenizing its first `n`.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
     }
 
     /// Number of token ids (one more than the largest id), added tokens included.
@@ -420,4 +431,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TokenizerError> {
         let _ = fs::remove_file(&tmp);
         TokenizerError::io(path, e)
     })
+}
+
+/// The longest vocabulary entry (added tokens included) in bytes, at least 1.
+fn longest_token(inner: &tokenizers::Tokenizer) -> usize {
+    inner
+        .get_vocab(true)
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(1)
+        .max(1)
 }

@@ -16,21 +16,28 @@ pub enum TrainError {
         /// Why it is rejected.
         reason: String,
     },
-    /// The loss or the gradient norm became NaN or infinite; the run stops rather than write bad weights.
+    /// The loss, the gradient norm or the updated adapter became NaN or infinite; the run stops rather than
+    /// write bad weights, and says which checkpoint (if any) still holds good ones.
     #[error(
-        "step {step}: the {what} is {value}; training stopped (the last good checkpoint, step {last_good}, is kept{})",
-        checkpoint.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default()
+        "step {step}: the {what} is {value}; training stopped ({})",
+        match checkpoint {
+            Some(p) => format!(
+                "the last good checkpoint, step {last_good}, is kept in {}: lower --lr and --resume from it",
+                p.display()
+            ),
+            None => "no checkpoint is kept: none was written before it; lower --lr and start again".into(),
+        }
     )]
     NonFinite {
         /// The optimizer step (1-based) at which it happened.
         step: usize,
-        /// Which figure went bad: `loss` or `gradient norm`.
-        what: &'static str,
+        /// Which figure went bad: `loss`, `gradient norm` or `adapter update of MODULE`.
+        what: String,
         /// Its value.
         value: f64,
-        /// The step of the last checkpoint written (0: none).
+        /// The step of the last checkpoint this run wrote or resumed from (0: none).
         last_good: usize,
-        /// The checkpoint folder holding that step's state, if one was written.
+        /// That checkpoint's folder, when there is one.
         checkpoint: Option<PathBuf>,
     },
     /// Saving a checkpoint's optimizer state failed.

@@ -180,6 +180,8 @@ pub struct TrainSummary {
     pub final_loss: Option<f64>,
     /// Folder holding the final adapter (`OUT/`).
     pub adapter_dir: PathBuf,
+    /// What went wrong without costing the adapter (e.g. the end-of-run checkpoint could not be written).
+    pub warnings: Vec<String>,
 }
 
 /// Where a run keeps its files: `OUT/` holds the final adapter (PEFT files, loadable by PEFT and engram) and
@@ -197,6 +199,19 @@ impl RunDir {
     /// `OUT/metrics.jsonl`: one [`StepMetrics`] line per step.
     pub fn metrics(&self) -> PathBuf {
         self.out.join("metrics.jsonl")
+    }
+    /// A file or folder showing that a run was already made in `OUT` (its adapter, checkpoint or a step of
+    /// metrics), so that starting another there would replace it.
+    pub fn earlier_run(&self) -> Option<PathBuf> {
+        let adapter = self.out.join(engram_lora::CONFIG_FILE);
+        let metrics = self.metrics();
+        [adapter, self.checkpoint()]
+            .into_iter()
+            .find(|p| p.exists())
+            .or_else(|| {
+                let len = std::fs::metadata(&metrics).map(|m| m.len()).unwrap_or(0);
+                (len > 0).then_some(metrics)
+            })
     }
 }
 
@@ -262,16 +277,24 @@ impl Trainer<'_> {
             return Err(TrainError::invalid("data", 0, "no batches"));
         }
         let total = self.config.total_steps(bpe);
+        // The adapter is already held; training adds its gradient and AdamW's two moments.
+        let parameters = self.model.adapter_summary(&self.adapter)?.parameters as u128;
+        engram_lora::check_adapter_memory(
+            self.lora.r,
+            parameters,
+            3,
+            engram_lora::available_for_adapters(),
+        )?;
         let dirs = RunDir {
             out: self.out.clone(),
         };
         let print = fingerprint(&self.config, &self.lora, &self.adapter, &self.data_id, bpe);
         std::fs::create_dir_all(&dirs.out).map_err(|e| TrainError::from((dirs.out.clone(), e)))?;
 
+        remove_stale_staging(&dirs.out);
         let (mut opt, start) = if resume {
             self.restore(&dirs, &print)?
         } else {
-            reset_metrics(&dirs.metrics(), 0)?;
             (AdamW::new(self.config.adamw.clone()), 0)
         };
         let schedule = LrSchedule {
@@ -280,11 +303,8 @@ impl Trainer<'_> {
             decay: self.config.schedule,
             total_steps: total,
         };
-        let mut metrics_file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(dirs.metrics())
-            .map_err(|e| TrainError::from((dirs.metrics(), e)))?;
+        // Opened at the first step: a fresh run that fails before it leaves an earlier run's metrics whole.
+        let mut metrics_file: Option<std::fs::File> = None;
         set_trainable(self.model, &self.adapter, true)?;
         // After a resume's reload, so the copies carry the restored adapter.
         let mut replicas: Vec<Llama> = self
@@ -389,12 +409,19 @@ impl Trainer<'_> {
                     step_s,
                 };
                 let line = serde_json::to_string(&m).expect("metrics serialise");
-                writeln!(metrics_file, "{line}")
-                    .map_err(|e| TrainError::from((dirs.metrics(), e)))?;
+                if metrics_file.is_none() {
+                    metrics_file = Some(open_metrics(&dirs.metrics(), start)?);
+                }
+                if let Some(f) = metrics_file.as_mut() {
+                    writeln!(f, "{line}").map_err(|e| TrainError::from((dirs.metrics(), e)))?;
+                }
                 final_loss = Some(loss);
                 observer(&m);
                 let every = self.config.checkpoint_every;
                 if every > 0 && (step + 1) % every == 0 && step + 1 < total {
+                    // A finite loss does not make the updated weights usable (lr 1e30 gives finite
+                    // factors whose product overflows): check them before calling them good.
+                    self.check_update(&dirs, step + 1, last_good)?;
                     self.write_checkpoint(&dirs, &opt, step + 1, &print)?;
                     last_good = step + 1;
                 }
@@ -404,16 +431,31 @@ impl Trainer<'_> {
         set_trainable(self.model, &self.adapter, false)?;
         self.model.set_dropout_seed(&self.adapter, None)?;
         result?;
-        metrics_file
+        // (None: a resumed run with no step left to run.)
+        let metrics = match metrics_file {
+            Some(f) => f,
+            None => open_metrics(&dirs.metrics(), start)?,
+        };
+        metrics
             .sync_all()
             .map_err(|e| TrainError::from((dirs.metrics(), e)))?;
-        self.write_checkpoint(&dirs, &opt, total, &print)?;
+        self.check_update(&dirs, total, last_good)?;
+        // The adapter first: it is what the run is for, and on a full disk the (larger) end-of-run checkpoint
+        // is the one to lose.
         save_adapter(self.model, &self.adapter, &self.lora, &dirs.out)?;
+        let warnings = match self.write_checkpoint(&dirs, &opt, total, &print) {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![format!(
+                "the adapter is written, but the end-of-run checkpoint is not ({e}): a longer run cannot \
+                 --resume from this one"
+            )],
+        };
         Ok(TrainSummary {
             steps: total,
             resumed_from: start,
             final_loss,
             adapter_dir: dirs.out.clone(),
+            warnings,
         })
     }
 
@@ -514,18 +556,54 @@ impl Trainer<'_> {
         &self,
         dirs: &RunDir,
         step: usize,
-        what: &'static str,
+        what: impl Into<String>,
         value: f64,
         last_good: usize,
     ) -> TrainError {
         let ckpt = dirs.checkpoint();
         TrainError::NonFinite {
             step,
-            what,
+            what: what.into(),
             value,
+            // Only a checkpoint this run wrote or resumed from is vouched for, not one an earlier run left.
             last_good,
-            checkpoint: ckpt.join(STATE_FILE).exists().then_some(ckpt),
+            checkpoint: (last_good > 0 && ckpt.join(STATE_FILE).exists()).then_some(ckpt),
         }
+    }
+
+    /// Fails when the adapter after `step` cannot be used: a non-finite factor, or a low-rank update `B·A·scale`
+    /// that overflows f32 (checked exactly only when the cheap bound `r·max|B|·max|A|·scale` says it might).
+    fn check_update(&self, dirs: &RunDir, step: usize, last_good: usize) -> Result<(), TrainError> {
+        let scale = self.lora.scale();
+        let factors = self.model.adapter_factors(&self.adapter)?;
+        let max_abs = |t: &Tensor<2>| -> f64 {
+            let v: f32 = t.clone().abs().max().into_scalar();
+            // NaN compares false: max() may skip it, so look for it too.
+            let nan: bool = t.clone().is_nan().any().into_scalar();
+            if nan { f64::NAN } else { f64::from(v) }
+        };
+        for pair in factors.chunks(2) {
+            let [(key, _, a), (_, _, b)] = pair else {
+                continue;
+            };
+            let (ma, mb) = (max_abs(a), max_abs(b));
+            // Stored as A: [in, r], B: [r, out] (the update is x·A·B).
+            let rank = a.dims()[1] as f64;
+            let bound = rank * ma * mb * scale.abs();
+            let worst = if !ma.is_finite() || !mb.is_finite() {
+                if ma.is_finite() { mb } else { ma }
+            } else if bound <= f64::from(f32::MAX) {
+                continue;
+            } else {
+                max_abs(&a.clone().matmul(b.clone()).mul_scalar(scale))
+            };
+            if !worst.is_finite() {
+                let module = key.trim_end_matches(".lora_A.weight");
+                let what = format!("adapter update of {module}");
+                return Err(self.non_finite(dirs, step, what, worst, last_good));
+            }
+        }
+        Ok(())
     }
 
     fn write_checkpoint(
@@ -725,6 +803,36 @@ fn set_trainable(model: &mut Llama, adapter: &str, on: bool) -> Result<(), Train
 }
 
 /// Keeps the first `steps` lines of the metrics file (a resumed run rewrites what came after its checkpoint).
+/// `metrics.jsonl` for appending the run's steps after its first `start` lines (a fresh run: none).
+fn open_metrics(path: &Path, start: usize) -> Result<std::fs::File, TrainError> {
+    reset_metrics(path, start)?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::from((path.to_path_buf(), e)))
+}
+
+/// Removes the `.NAME.tmp*` folders that a run killed while writing a checkpoint or adapter left in `out`
+/// (best effort: they hold nothing a later run reads).
+fn remove_stale_staging(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // Not `.NAME.old*`: after a crash between a replacement's two renames it is the only copy.
+        if name.starts_with('.') && name.contains(".tmp") {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}
+
 fn reset_metrics(path: &Path, steps: usize) -> Result<(), TrainError> {
     let kept: Vec<String> = match std::fs::read_to_string(path) {
         Ok(text) => text.lines().take(steps).map(str::to_owned).collect(),

@@ -609,3 +609,103 @@ fn layer_checkpointing_trains_like_an_ordinary_pass() {
         );
     }
 }
+
+/// lr 1e30 makes finite factors whose product overflows: the step's loss was finite, but the weights are not
+/// usable, so no checkpoint may be written or called good (issue 22: it used to keep step 1's and say so).
+#[test]
+fn an_overflowing_update_is_never_kept_as_a_good_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("run");
+    let (mut m, lora) = tiny_with_adapter(0.0);
+    let cfg = TrainConfig {
+        lr: 1e30,
+        warmup_steps: 0,
+        checkpoint_every: 1,
+        ..config(4)
+    };
+    let (r, seen) = run(&mut m, &lora, cfg, &CrossEntropy, &batcher(3), &out, false);
+    let e = r.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TrainError::NonFinite {
+                last_good: 0,
+                checkpoint: None,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("no checkpoint is kept") && !msg.contains("step 0"),
+        "{msg}"
+    );
+    assert!(seen.len() <= 1, "it stops at the first bad state: {seen:?}");
+    assert!(!out.join("checkpoint").exists(), "nothing called good");
+    assert!(!out.join("adapter_model.safetensors").exists());
+}
+
+/// A full disk or a blocked path loses the end-of-run checkpoint, never the adapter: the adapter is written
+/// first and the run reports the lost checkpoint as a warning. Stale staging folders from a killed run go.
+#[test]
+fn the_adapter_is_written_before_the_end_of_run_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    // A file where the checkpoint folder goes: writing it fails, as on a full disk.
+    std::fs::write(out.join("checkpoint"), b"in the way").unwrap();
+    let stale = out.join(".checkpoint.tmpAbC123");
+    std::fs::create_dir_all(stale.join("adapter")).unwrap();
+    let (mut m, lora) = tiny_with_adapter(0.0);
+    let cfg = TrainConfig {
+        checkpoint_every: 0,
+        ..config(2)
+    };
+    let (r, seen) = train_ce(&mut m, &lora, cfg, 3, &out);
+    let summary = r.unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(out.join("adapter_model.safetensors").exists());
+    assert!(out.join("adapter_config.json").exists());
+    assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
+    assert!(
+        summary.warnings[0].contains("checkpoint"),
+        "{:?}",
+        summary.warnings
+    );
+    assert!(!stale.exists(), "a killed run's staging folder is removed");
+}
+
+/// A fresh run into a folder with an earlier run's metrics leaves them whole until it has a step of its own.
+#[test]
+fn a_fresh_run_keeps_old_metrics_until_its_first_step() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("run");
+    let (mut m, lora) = tiny_with_adapter(0.0);
+    let (r, _) = train_ce(&mut m, &lora, config(2), 3, &out);
+    r.unwrap();
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    let dirs = engram_train::RunDir { out: out.clone() };
+    assert!(dirs.earlier_run().is_some(), "a finished run is seen");
+    // A second run that fails at its first step (a NaN loss).
+    let failing = Failing {
+        calls: AtomicUsize::new(0),
+        fail_at: 0,
+    };
+    let (mut m, _) = tiny_with_adapter(0.0);
+    let (r, seen) = run(&mut m, &lora, config(2), &failing, &batcher(3), &out, false);
+    assert!(r.is_err() && seen.is_empty(), "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl")).unwrap(),
+        metrics,
+        "the old metrics are whole"
+    );
+    assert!(
+        engram_train::RunDir {
+            out: root.path().join("nothing")
+        }
+        .earlier_run()
+        .is_none()
+    );
+}

@@ -33,6 +33,32 @@ pub(super) enum DequantError {
     SizeMismatch,
 }
 
+/// Whether [`dequantize_into`] has a decoder for `ty`.
+pub(super) fn decodable(ty: GgmlType) -> bool {
+    use GgmlType as T;
+    matches!(
+        ty,
+        T::F32
+            | T::F16
+            | T::BF16
+            | T::F64
+            | T::Q4_0
+            | T::Q4_1
+            | T::Q5_0
+            | T::Q5_1
+            | T::Q8_0
+            | T::Q8_1
+            | T::Q2_K
+            | T::Q3_K
+            | T::Q4_K
+            | T::Q5_K
+            | T::Q6_K
+            | T::Q8_K
+            | T::IQ4_NL
+            | T::IQ4_XS
+    )
+}
+
 /// Decodes `src` (a whole tensor of type `ty`) into `dst`, which must hold exactly the tensor's element count.
 pub(super) fn dequantize_into(
     ty: GgmlType,

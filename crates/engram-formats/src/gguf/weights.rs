@@ -129,6 +129,15 @@ impl GgufWeights {
         let mut names = Vec::with_capacity(file.tensors().len());
         let mut entries = HashMap::with_capacity(file.tensors().len());
         for info in file.tensors() {
+            // A model tensor engram cannot decode fails here, named, rather than midway through a load (or
+            // never, for `engram info`).
+            if hf_name(&info.name).is_some() && !super::dequant::decodable(info.ggml_type) {
+                return Err(FormatError::UnsupportedTensorType {
+                    path: file.path().to_path_buf(),
+                    tensor: info.name.clone(),
+                    ty: info.ggml_type.to_string(),
+                });
+            }
             let hf = hf_name(&info.name).unwrap_or_else(|| info.name.clone());
             let entry = Entry {
                 gguf: info.name.clone(),

@@ -138,7 +138,9 @@ fn stage_safetensors(
             source,
         }
     })?;
-    File::open(&staged)
+    // safetensors writes through its own 0600 temporary file.
+    crate::make_readable(&staged)
+        .and_then(|()| File::open(&staged))
         .and_then(|f| f.sync_all())
         .map_err(|e| FormatError::io(target, e))?;
     Ok(StagedWeights {
