@@ -9,8 +9,9 @@
 //! - [`Trainer`]: gradient accumulation weighted by tokens, global gradient-norm clipping, [`AdamW`]
 //!   (PyTorch semantics), warm-up + constant/cosine/linear schedules ([`LrSchedule`]), per-step metrics as
 //!   JSONL, atomic checkpoints (adapter + optimizer state + step), bit-identical `--resume`, a clear stop
-//!   on a NaN or infinite loss that keeps the last good checkpoint, and data parallelism over several devices
-//!   (`Trainer::replicas`; the result does not depend on the devices).
+//!   on a NaN or infinite loss, gradient or adapter update that keeps only a checkpoint whose weights were
+//!   checked, the adapter written before the end-of-run checkpoint, a memory check before training, and
+//!   data parallelism over several devices (`Trainer::replicas`; the result does not depend on the devices).
 //!
 //! - [`sft`]: the one supervised fine-tuning pipeline — examples → batches → adapter → [`Trainer`] → PEFT
 //!   files — run by `engram train` and by every injection method, with its settings in one flat value per
