@@ -289,7 +289,14 @@ pub fn generate(
     cfg: &GenerationConfig,
     on_text: &mut dyn FnMut(usize, &str),
 ) -> Result<Vec<Generation>, ModelError> {
-    generate_cancellable(model, tokenizer, prompts, cfg, &AtomicBool::new(false), on_text)
+    generate_cancellable(
+        model,
+        tokenizer,
+        prompts,
+        cfg,
+        &AtomicBool::new(false),
+        on_text,
+    )
 }
 
 /// [`generate`] that stops early once `cancel` is set (by another thread, or by `on_text` itself), e.g. when

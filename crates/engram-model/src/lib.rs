@@ -43,8 +43,8 @@ pub use device::{DeviceSpec, TEST_DEVICE_ENV, tune_allocator};
 pub use error::ModelError;
 pub use export::export_hf_folder;
 pub use generate::{
-    FinishReason, Generation, GenerationConfig, PaddedBatch, argmax, generate, generate_cancellable,
-    left_padded_batch,
+    FinishReason, Generation, GenerationConfig, PaddedBatch, argmax, generate,
+    generate_cancellable, left_padded_batch,
 };
 pub use http::HttpGenerator;
 pub use llama::{

@@ -216,13 +216,20 @@ fn cancelling_stops_generation_at_the_next_token() {
 
     let cancel = AtomicBool::new(false);
     let (mut pieces, mut streamed) = (0, String::new());
-    let err = generate_cancellable(&m.model, &m.tokenizer, prompt, &cfg, &cancel, &mut |_, t| {
-        streamed.push_str(t);
-        pieces += 1;
-        if pieces == 3 {
-            cancel.store(true, Ordering::Relaxed);
-        }
-    })
+    let err = generate_cancellable(
+        &m.model,
+        &m.tokenizer,
+        prompt,
+        &cfg,
+        &cancel,
+        &mut |_, t| {
+            streamed.push_str(t);
+            pieces += 1;
+            if pieces == 3 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        },
+    )
     .unwrap_err();
     let ModelError::Cancelled { step } = err else {
         panic!("expected Cancelled, got {err:?}")
@@ -231,9 +238,14 @@ fn cancelling_stops_generation_at_the_next_token() {
     assert_eq!(pieces, 3, "no text after the cancel");
     assert!(whole.starts_with(&streamed), "{streamed:?} / {whole:?}");
 
-    let err = generate_cancellable(&m.model, &m.tokenizer, prompt, &cfg, &cancel, &mut |_, _| {
-        panic!("no token once cancelled")
-    })
+    let err = generate_cancellable(
+        &m.model,
+        &m.tokenizer,
+        prompt,
+        &cfg,
+        &cancel,
+        &mut |_, _| panic!("no token once cancelled"),
+    )
     .unwrap_err();
     assert!(matches!(err, ModelError::Cancelled { step: 0 }), "{err:?}");
 }
