@@ -1,10 +1,11 @@
 //! `engram serve`: the model and its adapters behind an OpenAI-compatible HTTP API on loopback.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
-use engram_serve::{Engine, Limits, Server};
+use engram_serve::{Engine, Limits, Server, Timeouts};
 
 use crate::{DeviceArgs, ModelArgs, Result, display_name, load};
 
@@ -32,9 +33,18 @@ pub(crate) struct ServeArgs {
     /// `max_tokens` of a request that gives none.
     #[arg(long, default_value_t = Limits::default().default_max_tokens)]
     default_max_tokens: usize,
-    /// Requests answered or waiting at once (429 beyond; the model answers one at a time).
+    /// Completions answered or waiting at once (429 beyond; the model answers one at a time).
     #[arg(long, default_value_t = Limits::default().max_concurrent)]
     max_concurrent: usize,
+    /// Seconds a client may take to send a request's headers (the connection is closed past it).
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
+    header_timeout: Duration,
+    /// Seconds a client may take to send a request's body once its headers are in (408 past it).
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
+    body_timeout: Duration,
+    /// On SIGTERM or Ctrl-C, seconds the requests in flight may take to finish before they are cancelled.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
+    shutdown_timeout: Duration,
     /// Print nothing per request.
     #[arg(long)]
     quiet: bool,
@@ -42,6 +52,16 @@ pub(crate) struct ServeArgs {
     model: ModelArgs,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// A positive number of seconds, fractions allowed (tests use short timeouts).
+fn seconds(text: &str) -> std::result::Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => {
+            Duration::try_from_secs_f64(s).map_err(|e| format!("{text}: {e}"))
+        }
+        _ => Err(format!("`{text}` is not a number of seconds above 0")),
+    }
 }
 
 /// `NAME=DIR` or `DIR` (named after the folder).
@@ -77,6 +97,8 @@ pub(crate) fn serve_cmd(args: ServeArgs) -> Result<()> {
         default_max_tokens: args.default_max_tokens.min(args.max_tokens),
         max_concurrent: args.max_concurrent,
     };
+    // Before the model loads: a bad option is reported at once.
+    limits.check()?;
     let adapters = args
         .adapter
         .iter()
@@ -93,7 +115,12 @@ pub(crate) fn serve_cmd(args: ServeArgs) -> Result<()> {
         eprintln!("adapter `{name}`: {}", dir.display());
     }
     let names = engine.model_names();
-    let mut server = Server::bind(&format!("{}:{}", args.host, args.port), engine, limits)?;
+    let mut server = Server::bind(&format!("{}:{}", args.host, args.port), engine, limits)?
+        .with_timeouts(Timeouts {
+            header: args.header_timeout,
+            body: args.body_timeout,
+            shutdown: args.shutdown_timeout,
+        })?;
     if !args.quiet {
         server = server.with_log(Box::new(|line| eprintln!("{line}")));
     }
@@ -108,6 +135,7 @@ pub(crate) fn serve_cmd(args: ServeArgs) -> Result<()> {
     );
     use std::io::Write;
     std::io::stdout().flush()?;
+    // Returns after SIGTERM/SIGINT once the requests in flight are done (or cancelled): exit 0.
     server.run()?;
     Ok(())
 }
@@ -130,5 +158,14 @@ mod tests {
         let spec = format!("mine={}", a.display());
         assert_eq!(adapter_spec(&spec).unwrap(), ("mine".into(), a.clone()));
         assert!(adapter_spec(&format!("={}", a.display())).is_err());
+    }
+
+    #[test]
+    fn timeouts_are_positive_seconds() {
+        assert_eq!(seconds("0.25").unwrap(), Duration::from_millis(250));
+        assert_eq!(seconds("30").unwrap(), Duration::from_secs(30));
+        for bad in ["0", "-1", "nan", "inf", "soon", "1e300"] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
     }
 }

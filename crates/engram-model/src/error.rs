@@ -74,6 +74,12 @@ pub enum ModelError {
         /// The generation step (0 for the first new token) at which it happened.
         step: usize,
     },
+    /// Generation was cancelled (see [`crate::generate_cancellable`]) before it finished.
+    #[error("generation cancelled after {step} new tokens")]
+    Cancelled {
+        /// How many tokens each row had generated when it stopped.
+        step: usize,
+    },
 }
 
 impl ModelError {

@@ -1,6 +1,8 @@
 //! Text generation: greedy and sampled decoding over a left-padded batch, with a KV cache, stop strings and
 //! streaming.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -287,7 +289,36 @@ pub fn generate(
     cfg: &GenerationConfig,
     on_text: &mut dyn FnMut(usize, &str),
 ) -> Result<Vec<Generation>, ModelError> {
+    generate_cancellable(
+        model,
+        tokenizer,
+        prompts,
+        cfg,
+        &AtomicBool::new(false),
+        on_text,
+    )
+}
+
+/// [`generate`] that stops early once `cancel` is set (by another thread, or by `on_text` itself), e.g. when
+/// the client that asked went away: it is read before each forward pass, so a cancelled generation costs at
+/// most one more token. Returns [`ModelError::Cancelled`] then; the text streamed so far is all there is.
+pub fn generate_cancellable(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    cancel: &AtomicBool,
+    on_text: &mut dyn FnMut(usize, &str),
+) -> Result<Vec<Generation>, ModelError> {
     cfg.validate()?;
+    let cancelled = |step| {
+        if cancel.load(Ordering::Relaxed) {
+            Err(ModelError::Cancelled { step })
+        } else {
+            Ok(())
+        }
+    };
+    cancelled(0)?;
     let device = model.device();
     let pad_id = tokenizer.padding_id();
     let batch = left_padded_batch(prompts, pad_id, &device)?;
@@ -364,6 +395,7 @@ pub fn generate(
         if rows.iter().all(|r| r.finish.is_some()) {
             break;
         }
+        cancelled(step + 1)?;
         // Finished rows keep decoding a pad token; their outputs are ignored.
         let tokens: Vec<i64> = next.iter().map(|&t| t as i64).collect();
         let positions: Vec<i64> = lengths.iter().map(|&l| (l + step) as i64).collect();

@@ -10,7 +10,7 @@
 //!   LoRA targets and PEFT adapter files line up; [`Llama::forward`] takes a left-padded batch and an optional
 //!   [`KvCache`].
 //! - [`generate`] decodes (greedy, temperature, top-k, top-p, seeded) a batch of prompts with stop strings
-//!   and streaming.
+//!   and streaming; [`generate_cancellable`] stops it early when its caller no longer wants the answer.
 //! - [`Generator`] is the one seam for chat completions — `n` samples per prompt, sharing its prefill — that
 //!   replay protocols write data through and the knowledge probe asks through: [`ModelGenerator`] (this
 //!   model, batched) or [`HttpGenerator`] (any OpenAI-compatible endpoint).
@@ -43,7 +43,8 @@ pub use device::{DeviceSpec, TEST_DEVICE_ENV, tune_allocator};
 pub use error::ModelError;
 pub use export::export_hf_folder;
 pub use generate::{
-    FinishReason, Generation, GenerationConfig, PaddedBatch, argmax, generate, left_padded_batch,
+    FinishReason, Generation, GenerationConfig, PaddedBatch, argmax, generate,
+    generate_cancellable, left_padded_batch,
 };
 pub use http::HttpGenerator;
 pub use llama::{

@@ -5,9 +5,11 @@
 
 use std::sync::OnceLock;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use engram_model::{
-    ForwardInput, GenerationConfig, LoadedModel, Logits, argmax, generate, left_padded_batch,
-    load_model,
+    ForwardInput, GenerationConfig, LoadedModel, Logits, ModelError, argmax, generate,
+    generate_cancellable, left_padded_batch, load_model,
 };
 use serde::Deserialize;
 
@@ -192,6 +194,60 @@ fn greedy_continuations_match_reference_alone_and_batched() {
             p.name
         );
     }
+}
+
+/// A cancel flag raised during generation stops it at the next token: the text streamed before is the
+/// uncancelled run's beginning, nothing follows, and a flag raised beforehand costs no token at all.
+#[test]
+fn cancelling_stops_generation_at_the_next_token() {
+    let m = model();
+    let p = &reference().prompts[0];
+    let cfg = GenerationConfig {
+        stop_at_eos: false,
+        ..GenerationConfig::greedy(30)
+    };
+    let prompt = std::slice::from_ref(&p.input_ids);
+    let mut whole = String::new();
+    let out = generate(&m.model, &m.tokenizer, prompt, &cfg, &mut |_, t| {
+        whole.push_str(t)
+    })
+    .unwrap();
+    assert_eq!(out[0].tokens.len(), 30);
+
+    let cancel = AtomicBool::new(false);
+    let (mut pieces, mut streamed) = (0, String::new());
+    let err = generate_cancellable(
+        &m.model,
+        &m.tokenizer,
+        prompt,
+        &cfg,
+        &cancel,
+        &mut |_, t| {
+            streamed.push_str(t);
+            pieces += 1;
+            if pieces == 3 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        },
+    )
+    .unwrap_err();
+    let ModelError::Cancelled { step } = err else {
+        panic!("expected Cancelled, got {err:?}")
+    };
+    assert!((3..10).contains(&step), "stopped after {step} tokens");
+    assert_eq!(pieces, 3, "no text after the cancel");
+    assert!(whole.starts_with(&streamed), "{streamed:?} / {whole:?}");
+
+    let err = generate_cancellable(
+        &m.model,
+        &m.tokenizer,
+        prompt,
+        &cfg,
+        &cancel,
+        &mut |_, _| panic!("no token once cancelled"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ModelError::Cancelled { step: 0 }), "{err:?}");
 }
 
 #[test]

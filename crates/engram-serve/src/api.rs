@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 /// A request the server refuses, as OpenAI reports it: an HTTP status and an `error` object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
-    /// 400, 404, 405, 413, 429 or 500.
+    /// 400, 404, 405, 408, 413, 429, 500 or 503.
     pub status: u16,
     /// What was wrong, naming the field and value.
     pub message: String,
@@ -76,7 +76,8 @@ pub struct Limits {
     pub max_tokens: usize,
     /// `max_tokens` when a request gives none.
     pub default_max_tokens: usize,
-    /// Requests being answered or waiting for the model at once (429 above it).
+    /// Completions being answered or waiting for the model at once (429 above it). A request takes its
+    /// place once its body is in: a client still sending one holds none.
     pub max_concurrent: usize,
 }
 
@@ -88,6 +89,25 @@ impl Default for Limits {
             default_max_tokens: 256,
             max_concurrent: 8,
         }
+    }
+}
+
+impl Limits {
+    /// Refuses a zero limit, naming the `engram serve` option it comes from.
+    pub fn check(&self) -> Result<(), crate::ServeError> {
+        for (option, value) in [
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-tokens", self.max_tokens),
+            ("--default-max-tokens", self.default_max_tokens),
+            ("--max-concurrent", self.max_concurrent),
+        ] {
+            if value == 0 {
+                return Err(crate::ServeError::Option(format!(
+                    "invalid option `{option}` = 0: must be at least 1"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -508,6 +528,21 @@ mod tests {
             default_max_tokens: 16,
             ..Limits::default()
         }
+    }
+
+    #[test]
+    fn zero_limits_name_their_option() {
+        assert!(Limits::default().check().is_ok());
+        let e = Limits {
+            max_concurrent: 0,
+            ..Limits::default()
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid option `--max-concurrent` = 0: must be at least 1"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The model side of the server: one loaded model, its adapters by name, and a request turned into tokens.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use engram_lora::Adapters;
-use engram_model::{FinishReason, GenerationConfig, LoadedModel, ModelError, generate};
+use engram_model::{FinishReason, GenerationConfig, LoadedModel, ModelError, generate_cancellable};
 
 use crate::ServeError;
 use crate::api::{ApiError, Prompt, Request};
@@ -148,6 +149,17 @@ impl Engine {
 
     /// Runs `job`, passing the text to `on_text` as it grows.
     pub fn run(&mut self, job: &Job, on_text: &mut dyn FnMut(&str)) -> Result<Output, ApiError> {
+        self.run_cancellable(job, &AtomicBool::new(false), on_text)
+    }
+
+    /// [`Engine::run`] that stops at the next token once `cancel` is set (the client went away, the server
+    /// is shutting down): a 503 then, which nobody may be left to read.
+    pub fn run_cancellable(
+        &mut self,
+        job: &Job,
+        cancel: &AtomicBool,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Output, ApiError> {
         let internal = |e: String| ApiError::status(500, e);
         let active: Vec<&str> = job.adapter.as_deref().into_iter().collect();
         self.lm
@@ -158,15 +170,17 @@ impl Engine {
             .model
             .ensure_positions(job.prompt.len() + job.config.max_new_tokens)
             .map_err(|e| ApiError::invalid("max_tokens", e.to_string()))?;
-        let out = generate(
+        let out = generate_cancellable(
             &self.lm.model,
             &self.lm.tokenizer,
             std::slice::from_ref(&job.prompt),
             &job.config,
+            cancel,
             &mut |_, chunk| on_text(chunk),
         )
         .map_err(|e| match e {
             ModelError::InvalidOption { .. } => ApiError::status(400, e.to_string()),
+            ModelError::Cancelled { .. } => ApiError::status(503, e.to_string()),
             e => internal(e.to_string()),
         })?;
         let g = out

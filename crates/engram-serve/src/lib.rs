@@ -8,11 +8,17 @@
 //! - [`api`]: the request and response vocabulary, checked field by field (a bad request is a 4xx naming the
 //!   field, never a panic).
 //! - [`Engine`]: the model, its adapters by name, a request turned into tokens and generated.
-//! - [`Server`]: the HTTP loop. Bounded: request bodies (413), `max_tokens` (400), requests answered or
-//!   waiting at once (429). Streaming (`"stream": true`) sends server-sent events as the tokens are made.
+//! - [`Server`]: the HTTP side, on hyper through axum with tower-http's body limit. Bounded against hostile
+//!   or careless clients: request bodies (413 by declared and by streamed length, never buffered past the
+//!   limit), header and body reads ([`Timeouts`]: the connection closed, 408), `max_tokens` (400),
+//!   completions answered or waiting at once (429; a client still sending its body holds no place).
+//!   Streaming (`"stream": true`) sends server-sent events as the tokens are made. A client that goes away
+//!   cancels its generation at the next token, streamed or not. SIGTERM/SIGINT stop it gracefully: no new
+//!   connections, requests in flight finish within the shutdown timeout, the rest are cancelled.
 //!
-//! The model answers one request at a time (a CPU forward pass already uses every core); requests wait
-//! their turn, up to the concurrency bound.
+//! The model answers one request at a time on its own thread (a CPU forward pass already uses every core,
+//! and it must not block the async executor); requests wait their turn in order, up to the concurrency
+//! bound.
 //!
 //! ```no_run
 //! use engram_serve::{Engine, Limits, Server};
@@ -35,7 +41,7 @@ mod server;
 
 pub use api::{ApiError, Limits};
 pub use engine::{Engine, Job, Output};
-pub use server::{Log, Server};
+pub use server::{Log, Server, Timeouts};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +54,8 @@ pub enum ServeError {
         /// What the system said.
         reason: String,
     },
-    /// An option out of range or in conflict (an adapter name taken twice, a zero limit).
+    /// An option out of range or in conflict (an adapter name taken twice, a zero limit), named as the
+    /// `engram serve` option it comes from.
     #[error("{0}")]
     Option(String),
     /// An adapter folder that could not be loaded.
