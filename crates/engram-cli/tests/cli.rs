@@ -50,7 +50,11 @@ fn chat_generation_answers_and_stops_at_the_end_of_turn() {
     // The model has 8192 positions, as the server allows: a budget past the first 4096 works (it stops at
     // the end of the turn), one past 8192 is refused by name (both used to stop at 4096).
     for command in ["generate", "ask"] {
-        let question = if command == "ask" { "--question" } else { "--prompt" };
+        let question = if command == "ask" {
+            "--question"
+        } else {
+            "--prompt"
+        };
         let mut args = vec![command, question, "What is the capital of France?"];
         if command == "generate" {
             args.push("--chat");
@@ -61,7 +65,10 @@ fn chat_generation_answers_and_stops_at_the_end_of_turn() {
         let out = engram(&[&args[..], &["--max-new-tokens", "9000"]].concat());
         assert!(!out.status.success(), "{command}");
         let err = text(&out.stderr);
-        assert!(err.contains("8192") && !err.contains("panicked"), "{command}: {err}");
+        assert!(
+            err.contains("8192") && !err.contains("panicked"),
+            "{command}: {err}"
+        );
     }
 }
 
@@ -360,7 +367,10 @@ fn train_writes_an_adapter_that_answers_and_merges_into_the_same_model() {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(merged.join(f)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(merged.join(f))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o044, 0o044, "{f} is readable by all: {mode:o}");
         }
     }
@@ -451,7 +461,10 @@ fn train_and_adapter_errors_name_the_file_line_or_option() {
             vec!["/nonexistent/facts.jsonl"],
         ),
         (train(&["--r", "0"]), vec!["`r`", "0"]),
-        (train(&["--lora-alpha", "0"]), vec!["lora_alpha", "positive"]),
+        (
+            train(&["--lora-alpha", "0"]),
+            vec!["lora_alpha", "positive"],
+        ),
         // 3e10 parameters: refused by size before anything is allocated (it used to abort at ~7 GB).
         (train(&["--r", "100000"]), vec!["`r`", "100000", "GiB"]),
         (train(&["--lora-alpha", "-16"]), vec!["lora_alpha", "-16"]),
@@ -460,7 +473,15 @@ fn train_and_adapter_errors_name_the_file_line_or_option() {
             vec!["`--prompt`", "empty", "--chat"],
         ),
         (
-            vec!["inject", "--context", s(&data), "--method", "bogus", "--out", s(&out_dir)],
+            vec![
+                "inject",
+                "--context",
+                s(&data),
+                "--method",
+                "bogus",
+                "--out",
+                s(&out_dir),
+            ],
             vec!["`method`", "bogus", "self-distill"],
         ),
         (

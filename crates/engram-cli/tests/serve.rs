@@ -3,134 +3,14 @@
 //! oversized, out-of-range and unknown-model requests, and the 429 past the concurrency bound.
 
 mod common;
+mod serving;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::engram;
 use serde_json::{Value, json};
-
-/// The server process, killed when the test ends however it ends.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(args: &[&str]) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_engram"))
-        .args(["serve", "--port", "0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("engram serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "listening on http://127.0.0.1:PORT/v1 (models: ...)"
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split("/v1").next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    Serve { child, addr }
-}
-
-/// A response: status, headers (lower-case names) and body (chunked transfer decoded).
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn send(addr: &str, head: &str, body: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(600))).unwrap();
-    s.write_all(head.as_bytes()).unwrap();
-    // A server may answer (413) before it reads the whole body and close; that is not a test failure.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse(&raw)
-}
-
-fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Reply {
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    send(addr, &head, body)
-}
-
-fn post(addr: &str, path: &str, body: &Value) -> Reply {
-    request(addr, "POST", path, body.to_string().as_bytes())
-}
-
-fn parse(raw: &[u8]) -> Reply {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let Some((size, after)) = rest.split_once("\r\n") else {
-            panic!("unterminated chunked body");
-        };
-        let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
-    }
-}
+use serving::{Reply, Serve, post, request, wait_for_first_event};
 
 /// The `data:` payloads of an event stream.
 fn events(body: &str) -> Vec<String> {
@@ -179,7 +59,7 @@ fn serves_chat_and_completions_with_adapters_streaming_and_clear_errors() {
     ]);
     assert!(ok, "{stderr}");
     let spec = format!("varnholt={}", adapter.display());
-    let server = serve(&[
+    let server = Serve::start(&[
         "--adapter",
         &spec,
         "--name",
@@ -385,7 +265,7 @@ fn engram_tokenizer_message(q: &str) -> engram_model::tokenizer::Message {
 /// Past `--max-concurrent`, a request is refused with 429 at once instead of queueing without bound.
 #[test]
 fn refuses_requests_past_the_concurrency_bound() {
-    let server = serve(&["--max-concurrent", "1", "--max-tokens", "64"]);
+    let server = Serve::start(&["--max-concurrent", "1", "--max-tokens", "64"]);
     let addr = server.addr.clone();
     let mut s = TcpStream::connect(&addr).unwrap();
     let body = json!({"prompt": "1, 2, 3, 4, 5,", "max_tokens": 64, "stream": true}).to_string();
@@ -397,14 +277,7 @@ fn refuses_requests_past_the_concurrency_bound() {
     .unwrap();
     // Wait for the first generated piece: the stream now holds the only place.
     let mut reader = BufReader::new(s);
-    let mut line = String::new();
-    while !line.starts_with("data: ") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "the stream ended early"
-        );
-    }
+    wait_for_first_event(&mut reader);
     let r = post(
         &addr,
         "/v1/completions",

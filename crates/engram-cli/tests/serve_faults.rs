@@ -6,13 +6,16 @@
 //! The tests take turns (one lock): each measures latencies, and two servers generating at once on a
 //! shared CPU would only blur them. Every bound is generous slack, not a timing target.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+mod serving;
+
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use serving::{Reply, Serve, head, post, read_reply, wait_for_first_event};
 
 static TURN: Mutex<()> = Mutex::new(());
 
@@ -20,47 +23,12 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The server process, killed when the test ends however it ends.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server without its per-request log lines.
+fn start(args: &[&str]) -> Serve {
+    Serve::start(&[&["--quiet"], args].concat())
 }
 
 impl Serve {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_engram"))
-            .args(["serve", "--port", "0", "--quiet"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("engram serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split("/v1").next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
-        Serve { child, addr }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        s
-    }
-
     /// The process is still running and answers a short completion with 200 within `bound`.
     fn assert_serving(&mut self, bound: Duration, after: &str) {
         let status = self.child.try_wait().unwrap();
@@ -83,79 +51,6 @@ fn short() -> Value {
 /// Counting: the model goes on to `max_tokens` rather than stopping early, which the slot tests need.
 fn counting(max_tokens: usize, stream: bool) -> Value {
     json!({"prompt": "1, 2, 3, 4, 5,", "max_tokens": max_tokens, "stream": stream})
-}
-
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-fn head(method: &str, path: &str, addr: &str, length: usize) -> String {
-    format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
-    )
-}
-
-fn post(addr: &str, path: &str, body: &Value) -> Reply {
-    let body = body.to_string();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    s.write_all(head("POST", path, addr, body.len()).as_bytes())
-        .unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    read_reply(&mut s)
-}
-
-/// Reads to the end (the requests say `Connection: close`); a reset after the response counts as the end.
-fn read_reply(s: &mut TcpStream) -> Reply {
-    let mut raw = Vec::new();
-    let mut buf = [0; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if raw.is_empty() => panic!("no response: {e}"),
-            Err(_) => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    Reply {
-        status,
-        body: if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        },
-    }
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].strip_prefix("\r\n").unwrap_or("");
-    }
-    out
 }
 
 /// Whether the server has closed `s` (EOF or reset) by `deadline`, reading and dropping whatever it sent.
@@ -184,7 +79,7 @@ fn closed_by(s: &mut TcpStream, deadline: Instant) -> Option<Vec<u8>> {
 #[test]
 fn a_huge_content_length_is_refused_without_allocating_it() {
     let _turn = turn();
-    let mut server = Serve::start(&["--max-body-bytes", "4096"]);
+    let mut server = start(&["--max-body-bytes", "4096"]);
     let addr = server.addr.clone();
     for (request, what) in [
         (
@@ -243,7 +138,7 @@ fn a_huge_content_length_is_refused_without_allocating_it() {
 #[test]
 fn slow_headers_and_slow_bodies_lock_nobody_out() {
     let _turn = turn();
-    let mut server = Serve::start(&[
+    let mut server = start(&[
         "--max-concurrent",
         "2",
         "--header-timeout",
@@ -332,7 +227,7 @@ fn next_answered(addr: &str, give_up: Duration) -> Duration {
 #[test]
 fn a_client_leaving_mid_generation_frees_the_model() {
     let _turn = turn();
-    let mut server = Serve::start(&["--max-concurrent", "1", "--max-tokens", "400"]);
+    let mut server = start(&["--max-concurrent", "1", "--max-tokens", "400"]);
     let addr = server.addr.clone();
     // What the abandoned request costs in full (and that it does run to its limit).
     let long = 120;
@@ -350,15 +245,7 @@ fn a_client_leaving_mid_generation_frees_the_model() {
         s.write_all(body.as_bytes()).unwrap();
         if stream {
             // Generation is under way once the first event arrives.
-            let mut reader = BufReader::new(s.try_clone().unwrap());
-            let mut line = String::new();
-            while !line.starts_with("data: ") {
-                line.clear();
-                assert!(
-                    reader.read_line(&mut line).unwrap() > 0,
-                    "the stream ended early"
-                );
-            }
+            wait_for_first_event(&mut BufReader::new(s.try_clone().unwrap()));
         }
         std::thread::sleep(leave_after);
         drop(s);
@@ -377,7 +264,7 @@ fn a_client_leaving_mid_generation_frees_the_model() {
 #[test]
 fn a_burst_past_the_concurrency_bound_gets_429s_then_normal_service() {
     let _turn = turn();
-    let mut server = Serve::start(&["--max-concurrent", "2"]);
+    let mut server = start(&["--max-concurrent", "2"]);
     let addr = server.addr.clone();
     let start = Instant::now();
     let replies: Vec<Reply> = std::thread::scope(|scope| {
@@ -439,19 +326,12 @@ fn sigterm_finishes_what_is_in_flight_and_exits_zero() {
             .unwrap();
         c.write_all(body.as_bytes()).unwrap();
         let mut reader = BufReader::new(c);
-        let mut line = String::new();
-        while !line.starts_with("data: ") {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "the stream ended early"
-            );
-        }
+        wait_for_first_event(&mut reader);
         reader
     };
 
     // In flight and short: finished in full, then exit 0.
-    let mut server = Serve::start(&["--shutdown-timeout", "30"]);
+    let mut server = start(&["--shutdown-timeout", "30"]);
     let mut reader = start_stream(&server, 24);
     term(&server);
     let mut rest = String::new();
@@ -462,7 +342,7 @@ fn sigterm_finishes_what_is_in_flight_and_exits_zero() {
     assert!(TcpStream::connect(&server.addr).is_err(), "still accepting");
 
     // In flight and long: cancelled at the shutdown timeout, exit 0 all the same.
-    let mut server = Serve::start(&["--shutdown-timeout", "0.5", "--max-tokens", "2000"]);
+    let mut server = start(&["--shutdown-timeout", "0.5", "--max-tokens", "2000"]);
     let mut reader = start_stream(&server, 2000);
     let signalled = Instant::now();
     term(&server);

@@ -176,11 +176,7 @@ impl Family for Curricula {
         registry: &Registry,
     ) -> Result<Box<dyn Method>, InjectError> {
         let Recipe::Curriculum(stages) = info.recipe else {
-            return Err(InjectError::option(
-                "method",
-                info.name,
-                "not a curriculum",
-            ));
+            return Err(InjectError::option("method", info.name, "not a curriculum"));
         };
         self.two_stage.validate()?;
         let total = self.two_stage.steps.iter().sum();

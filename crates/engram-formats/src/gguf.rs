@@ -498,13 +498,23 @@ impl GgufFile {
         let held = self
             .tensors
             .iter()
-            .filter_map(|t| t.name.strip_prefix("blk.")?.split_once('.')?.0.parse::<usize>().ok())
+            .filter_map(|t| {
+                t.name
+                    .strip_prefix("blk.")?
+                    .split_once('.')?
+                    .0
+                    .parse::<usize>()
+                    .ok()
+            })
             .max()
             .map_or(0, |last| last + 1);
         if held > 0 && held != blocks {
             return Err(self.bad_config(
                 field,
-                format!("{blocks} blocks, but the file holds the tensors of {held} (blk.0 to blk.{})", held - 1),
+                format!(
+                    "{blocks} blocks, but the file holds the tensors of {held} (blk.0 to blk.{})",
+                    held - 1
+                ),
             ));
         }
         Ok(blocks)

@@ -57,7 +57,10 @@ fn round_trip_llama_and_qwen2() {
         #[cfg(unix)]
         for file in ["model.safetensors", "config.json"] {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(folder.join(file)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(folder.join(file))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o044, 0o044, "{file} is readable by all: {mode:o}");
         }
 

@@ -398,7 +398,11 @@ pub fn check_adapter_memory(
                     "an adapter of this rank has {:.3} B parameters and {} needs about {:.1} GiB, but only \
                      {:.1} GiB of memory is available; pick a smaller r or fewer target_modules",
                     parameters as f64 / 1e9,
-                    if copies > 1 { "training it" } else { "holding it" },
+                    if copies > 1 {
+                        "training it"
+                    } else {
+                        "holding it"
+                    },
                     gib(needed),
                     gib(u128::from(available)),
                 ),
