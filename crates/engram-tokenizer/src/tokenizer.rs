@@ -55,6 +55,9 @@ impl Tokenizer {
     /// `tokenizer_config.json` (BOS/EOS/PAD tokens, `add_bos_token`, `chat_template`),
     /// `chat_template.jinja` and `generation_config.json` (extra EOS ids).
     ///
+    /// The file's `padding` and `truncation` settings are dropped: [`Tokenizer::encode`] returns
+    /// every id of the text, and batches are padded by their users.
+    ///
     /// Errors name the file: [`TokenizerError::Io`] when it cannot be read,
     /// [`TokenizerError::InvalidFile`] when it is not a valid tokenizer.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
@@ -74,7 +77,8 @@ impl Tokenizer {
     }
 
     /// Loads a `tokenizer.json` held in memory (no side files: BOS comes from its post-processor,
-    /// EOS is guessed among well-known end tokens, no chat template).
+    /// EOS is guessed among well-known end tokens, no chat template). As with
+    /// [`Tokenizer::from_file`], the file's `padding` and `truncation` settings are dropped.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, TokenizerError> {
         let inner = parse_json(bytes).map_err(TokenizerError::InvalidJson)?;
         Ok(Self::from_parts(inner, &HfConfig::default(), Origin::Json))
@@ -375,13 +379,32 @@ impl Tokenizer {
 ///
 /// `tokenizers` 0.22 panics (`expect("Helper")`) on some syntax errors inside the `decoder`
 /// section, so the JSON syntax is checked first (which also gives a line/column for truncated
-/// files), and any panic left is caught and reported as an error.
+/// files), and any panic left is caught and reported as an error. A post-processor that would
+/// panic on the first encode is refused here too (see [`check_post_processor`]).
 fn parse_json(bytes: &[u8]) -> Result<tokenizers::Tokenizer, String> {
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| e.to_string())?;
+    #[derive(serde::Deserialize)]
+    struct PostProcessorOnly {
+        #[serde(default)]
+        post_processor: serde_json::Value,
+    }
+    let head: PostProcessorOnly = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    check_post_processor(&head.post_processor, "post_processor")?;
     match std::panic::catch_unwind(AssertUnwindSafe(|| {
         tokenizers::Tokenizer::from_bytes(bytes)
     })) {
-        Ok(result) => result.map_err(|e| e.to_string()),
+        Ok(Ok(mut tokenizer)) => {
+            // engram encodes one text at a time and pads and cuts batches itself; the file's own padding
+            // would put pad ids into prompts and its truncation would cut them silently. Both are also
+            // unchecked in tokenizers 0.22: a `stride` not below `max_length` panics on the first encode,
+            // and a `Fixed` padding length of 2^40 allocates that much (found by the tokenizer_json fuzz
+            // target). So neither is kept.
+            tokenizer.with_padding(None);
+            tokenizer
+                .with_truncation(None)
+                .map_err(|e| format!("cannot turn truncation off: {e}"))?;
+            Ok(tokenizer)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
         Err(panic) => {
             let why = panic
                 .downcast_ref::<String>()
@@ -390,6 +413,54 @@ fn parse_json(bytes: &[u8]) -> Result<tokenizers::Tokenizer, String> {
                 .unwrap_or("unknown reason");
             Err(format!("the tokenizers library rejected it: {why}"))
         }
+    }
+}
+
+/// Checks what `tokenizers` 0.22 takes on trust in a `TemplateProcessing` post-processor (alone or
+/// inside a `Sequence`): it loads templates naming a special token that its `special_tokens` map
+/// lacks, or one whose `ids` and `tokens` differ in length, and then panics (`no entry found for
+/// key`) or builds inconsistent encodings on the first encode that adds special tokens (found by
+/// the `tokenizer_json` fuzz target). `at` names the JSON path in the error.
+fn check_post_processor(value: &serde_json::Value, at: &str) -> Result<(), String> {
+    use serde_json::Value;
+    match value.get("type").and_then(Value::as_str) {
+        Some("Sequence") => {
+            let processors = value.get("processors").and_then(Value::as_array);
+            for (i, p) in processors.into_iter().flatten().enumerate() {
+                check_post_processor(p, &format!("{at}.processors[{i}]"))?;
+            }
+            Ok(())
+        }
+        Some("TemplateProcessing") => {
+            let specials = value.get("special_tokens").and_then(Value::as_object);
+            for (name, token) in specials.into_iter().flatten() {
+                let len = |k: &str| token.get(k).and_then(Value::as_array).map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return Err(format!(
+                        "{at}.special_tokens[{name:?}]: `ids` and `tokens` differ in length"
+                    ));
+                }
+            }
+            for template in ["single", "pair"] {
+                let pieces = value.get(template).and_then(Value::as_array);
+                for piece in pieces.into_iter().flatten() {
+                    let Some(id) = piece
+                        .get("SpecialToken")
+                        .and_then(|t| t.get("id"))
+                        .and_then(Value::as_str)
+                    else {
+                        continue;
+                    };
+                    if !specials.is_some_and(|s| s.contains_key(id)) {
+                        return Err(format!(
+                            "{at}.{template}: special token {id:?} is not defined in its `special_tokens`"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
