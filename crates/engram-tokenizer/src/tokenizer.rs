@@ -383,12 +383,15 @@ impl Tokenizer {
 /// panic on the first encode is refused here too (see [`check_post_processor`]).
 fn parse_json(bytes: &[u8]) -> Result<tokenizers::Tokenizer, String> {
     #[derive(serde::Deserialize)]
-    struct PostProcessorOnly {
+    struct Checked {
         #[serde(default)]
         post_processor: serde_json::Value,
+        #[serde(default)]
+        decoder: serde_json::Value,
     }
-    let head: PostProcessorOnly = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let head: Checked = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     check_post_processor(&head.post_processor, "post_processor")?;
+    check_decoder(&head.decoder, "decoder")?;
     match std::panic::catch_unwind(AssertUnwindSafe(|| {
         tokenizers::Tokenizer::from_bytes(bytes)
     })) {
@@ -421,47 +424,63 @@ fn parse_json(bytes: &[u8]) -> Result<tokenizers::Tokenizer, String> {
 /// lacks, or one whose `ids` and `tokens` differ in length, and then panics (`no entry found for
 /// key`) or builds inconsistent encodings on the first encode that adds special tokens (found by
 /// the `tokenizer_json` fuzz target). `at` names the JSON path in the error.
+///
+/// The checks go by shape, not by `type`: the library reads post-processors untagged, so a
+/// template with a misspelt `type` still loads as one (the fuzzer found that too).
 fn check_post_processor(value: &serde_json::Value, at: &str) -> Result<(), String> {
     use serde_json::Value;
-    match value.get("type").and_then(Value::as_str) {
-        Some("Sequence") => {
-            let processors = value.get("processors").and_then(Value::as_array);
-            for (i, p) in processors.into_iter().flatten().enumerate() {
-                check_post_processor(p, &format!("{at}.processors[{i}]"))?;
-            }
-            Ok(())
-        }
-        Some("TemplateProcessing") => {
-            let specials = value.get("special_tokens").and_then(Value::as_object);
-            for (name, token) in specials.into_iter().flatten() {
-                let len = |k: &str| token.get(k).and_then(Value::as_array).map(Vec::len);
-                if len("ids") != len("tokens") {
-                    return Err(format!(
-                        "{at}.special_tokens[{name:?}]: `ids` and `tokens` differ in length"
-                    ));
-                }
-            }
-            for template in ["single", "pair"] {
-                let pieces = value.get(template).and_then(Value::as_array);
-                for piece in pieces.into_iter().flatten() {
-                    let Some(id) = piece
-                        .get("SpecialToken")
-                        .and_then(|t| t.get("id"))
-                        .and_then(Value::as_str)
-                    else {
-                        continue;
-                    };
-                    if !specials.is_some_and(|s| s.contains_key(id)) {
-                        return Err(format!(
-                            "{at}.{template}: special token {id:?} is not defined in its `special_tokens`"
-                        ));
-                    }
-                }
-            }
-            Ok(())
-        }
-        _ => Ok(()),
+    let processors = value.get("processors").and_then(Value::as_array);
+    for (i, p) in processors.into_iter().flatten().enumerate() {
+        check_post_processor(p, &format!("{at}.processors[{i}]"))?;
     }
+    let specials = value.get("special_tokens").and_then(Value::as_object);
+    for (name, token) in specials.into_iter().flatten() {
+        let len = |k: &str| token.get(k).and_then(Value::as_array).map(Vec::len);
+        if len("ids") != len("tokens") {
+            return Err(format!(
+                "{at}.special_tokens[{name:?}]: `ids` and `tokens` differ in length"
+            ));
+        }
+    }
+    for template in ["single", "pair"] {
+        let pieces = value.get(template).and_then(Value::as_array);
+        for piece in pieces.into_iter().flatten() {
+            let Some(id) = piece
+                .get("SpecialToken")
+                .and_then(|t| t.get("id"))
+                .and_then(Value::as_str)
+            else {
+                continue;
+            };
+            if !specials.is_some_and(|s| s.contains_key(id)) {
+                return Err(format!(
+                    "{at}.{template}: special token {id:?} is not defined in its `special_tokens`"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a `Strip` decoder (alone or inside a `Sequence`) with `stop` above 0: tokenizers 0.22
+/// indexes out of bounds (a panic in every later decode) on a token made only of its `content`
+/// character, or shorter than `start` + `stop` (found by the `tokenizer_json` fuzz target). Real
+/// tokenizers strip at the start only (Llama's `start: 1, stop: 0`), which is safe. Goes by shape,
+/// as [`check_post_processor`] does.
+fn check_decoder(value: &serde_json::Value, at: &str) -> Result<(), String> {
+    use serde_json::Value;
+    let decoders = value.get("decoders").and_then(Value::as_array);
+    for (i, d) in decoders.into_iter().flatten().enumerate() {
+        check_decoder(d, &format!("{at}.decoders[{i}]"))?;
+    }
+    let stop = value.get("stop").and_then(Value::as_u64);
+    if value.get("content").is_some() && stop.is_some_and(|n| n > 0) {
+        return Err(format!(
+            "{at}: a Strip decoder with `stop` {} is not supported (tokenizers 0.22 panics on short tokens; only `stop: 0` is safe)",
+            stop.unwrap_or_default()
+        ));
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.

@@ -242,11 +242,41 @@ mod fuzz {
             err.contains("post_processor.processors[0].single") && err.contains("<|nope|>"),
             "{err}"
         );
+        // tokenizers reads post-processors untagged: a misspelt type still loads as a template.
+        let misspelt =
+            template(&uses("<|nope|>"), defined).replace("TemplateProcessing", "Templ;ate");
+        let err = Tokenizer::from_json_bytes(misspelt.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("<|nope|>"), "{err}");
         let uneven = r#"{"<|end|>":{"id":"<|end|>","ids":[3, 3],"tokens":["<|end|>"]}}"#;
         let err = Tokenizer::from_json_bytes(template(&uses("<|end|>"), uneven).as_bytes())
             .unwrap_err()
             .to_string();
         assert!(err.contains("differ in length"), "{err}");
+    }
+
+    #[test]
+    fn a_strip_decoder_cutting_at_the_end_is_refused() {
+        // tokenizers 0.22 indexes out of bounds decoding a token shorter than what it strips (found by the
+        // tokenizer_json fuzz target); stripping only at the start (Llama's) loads.
+        let strip = |stop: u32| {
+            SMALL_JSON.replace(
+                r#""decoder":{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true}"#,
+                &format!(
+                    r#""decoder":{{"type":"Sequence","decoders":[{{"type":"Strip","content":"a","start":1,"stop":{stop}}}]}}"#
+                ),
+            )
+        };
+        let t = Tokenizer::from_json_bytes(strip(0).as_bytes()).unwrap();
+        assert_eq!(t.decode(&[0], false).unwrap(), "");
+        let err = Tokenizer::from_json_bytes(strip(5).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("decoder.decoders[0]") && err.contains("Strip"),
+            "{err}"
+        );
     }
 
     #[test]
