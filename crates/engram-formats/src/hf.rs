@@ -15,7 +15,7 @@ mod write;
 use std::path::Path;
 
 pub use config::{parse_config, read_config};
-pub use read::{HfWeights, decode_f32};
+pub use read::{HfWeights, decode_f32, parse_weight_map};
 pub use write::{f32_safetensors, write_hf_folder};
 
 /// The model configuration file of a Hugging Face folder.

@@ -46,6 +46,15 @@ fn round_trip_llama_and_qwen2() {
         assert_eq!(w.dir(), folder);
         assert_eq!(WeightSource::path(&w), folder);
         assert_holds(&w, &tensors);
+        // The same files held in memory read the same (the fuzz targets parse this way).
+        let in_memory = HfWeights::from_bytes(
+            "in-memory",
+            &std::fs::read_to_string(folder.join("config.json")).unwrap(),
+            std::fs::read(folder.join("model.safetensors")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(in_memory.config(), &config);
+        assert_holds(&in_memory, &tensors);
         assert_eq!(
             w.stored_dtype("model.embed_tokens.weight").as_deref(),
             Some("F32")

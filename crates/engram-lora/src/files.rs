@@ -97,11 +97,16 @@ pub fn read_adapter_config(dir: &Path) -> Result<LoraConfig, LoraError> {
         });
     }
     let text = std::fs::read_to_string(&path).map_err(LoraError::io(&path))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| LoraError::Config {
-        path: path.clone(),
+    parse_adapter_config(&path, &text)
+}
+
+/// Parses the text of an `adapter_config.json`; `path` only names it in errors.
+pub fn parse_adapter_config(path: &Path, text: &str) -> Result<LoraConfig, LoraError> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| LoraError::Config {
+        path: path.to_path_buf(),
         reason: format!("invalid JSON: {e}"),
     })?;
-    LoraConfig::from_peft_json(&path, &json)
+    LoraConfig::from_peft_json(path, &json)
 }
 
 /// Loads the PEFT adapter folder `dir` onto `model` under `name` (active). Every key is checked against the
@@ -120,23 +125,47 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, name: &str) -> Result<LoraCon
         });
     }
     let bytes = std::fs::read(&path).map_err(LoraError::io(&path))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| LoraError::Tensor {
-        path: path.clone(),
-        key: "*".into(),
-        reason: format!("not a valid safetensors file: {e}"),
-    })?;
-    let terr = |key: &str, reason: String| LoraError::Tensor {
-        path: path.clone(),
-        key: key.into(),
-        reason,
-    };
-
-    // module -> (A, B) as engram tensors' host data, validated.
     let dims: BTreeMap<String, [usize; 2]> = model
         .projections()
         .into_iter()
         .map(|(n, p)| (n, p.dims()))
         .collect();
+    let mut found = read_adapter_tensors(&path, &bytes, &config, &dims)?;
+
+    let device = model.device();
+    for (module, proj) in model.projections_mut() {
+        if let Some((a, b)) = found.remove(&module) {
+            let a = Tensor::<2>::from_data(TensorData::new(a.data, a.shape), &device);
+            let b = Tensor::<2>::from_data(TensorData::new(b.data, b.shape), &device);
+            attach(proj, low_rank(name, &config, a, b));
+        }
+    }
+    Ok(config)
+}
+
+/// Reads and checks the bytes of an `adapter_model.safetensors` (`path` only names it in errors) against
+/// `config` and a model's linear modules (`dims`: module name to `[in, out]`): every key must be a LoRA factor
+/// of a targeted module, with the shape that module and `r` imply, finite F32/F16/BF16 values, and every
+/// targeted module must have both factors. Returns each module's (A, B) in engram's layout (`[in, r]`,
+/// `[r, out]`), the transposes of what PEFT stores.
+pub fn read_adapter_tensors(
+    path: &Path,
+    bytes: &[u8],
+    config: &LoraConfig,
+    dims: &BTreeMap<String, [usize; 2]>,
+) -> Result<BTreeMap<String, (TensorF32, TensorF32)>, LoraError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| LoraError::Tensor {
+        path: path.to_path_buf(),
+        key: "*".into(),
+        reason: format!("not a valid safetensors file: {e}"),
+    })?;
+    let terr = |key: &str, reason: String| LoraError::Tensor {
+        path: path.to_path_buf(),
+        key: key.into(),
+        reason,
+    };
+
+    // module -> (A, B) as engram tensors' host data, validated.
     let mut found: BTreeMap<String, [Option<TensorF32>; 2]> = BTreeMap::new();
     // Sorted, so that the first error reported is the same on every run.
     let mut names = st.names();
@@ -238,16 +267,11 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, name: &str) -> Result<LoraCon
             }
         }
     }
-
-    let device = model.device();
-    for (module, proj) in model.projections_mut() {
-        if let Some([Some(a), Some(b)]) = found.remove(&module) {
-            let a = Tensor::<2>::from_data(TensorData::new(a.data, a.shape), &device);
-            let b = Tensor::<2>::from_data(TensorData::new(b.data, b.shape), &device);
-            attach(proj, low_rank(name, &config, a, b));
-        }
-    }
-    Ok(config)
+    // Every module in `found` passed the target check, and every targeted one has both factors.
+    Ok(found
+        .into_iter()
+        .filter_map(|(module, [a, b])| Some((module, (a?, b?))))
+        .collect())
 }
 
 /// `base_model.model.<module>.lora_A[.<adapter>].weight` → (module, factor).

@@ -25,4 +25,7 @@ pub use adapters::{
 };
 pub use config::{LINEAR_MODULES, LoraConfig, TargetModules};
 pub use error::LoraError;
-pub use files::{CONFIG_FILE, WEIGHTS_FILE, load_adapter, read_adapter_config, save_adapter};
+pub use files::{
+    CONFIG_FILE, WEIGHTS_FILE, load_adapter, parse_adapter_config, read_adapter_config,
+    read_adapter_tensors, save_adapter,
+};

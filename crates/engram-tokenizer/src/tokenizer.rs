@@ -57,6 +57,9 @@ impl Tokenizer {
     /// `tokenizer_config.json` (BOS/EOS/PAD tokens, `add_bos_token`, `chat_template`),
     /// `chat_template.jinja` and `generation_config.json` (extra EOS ids).
     ///
+    /// The file's `padding` and `truncation` settings are dropped: [`Tokenizer::encode`] returns
+    /// every id of the text, and batches are padded by their users.
+    ///
     /// Errors name the file: [`TokenizerError::Io`] when it cannot be read,
     /// [`TokenizerError::InvalidFile`] when it is not a valid tokenizer.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
@@ -76,7 +79,8 @@ impl Tokenizer {
     }
 
     /// Loads a `tokenizer.json` held in memory (no side files: BOS comes from its post-processor,
-    /// EOS is guessed among well-known end tokens, no chat template).
+    /// EOS is guessed among well-known end tokens, no chat template). As with
+    /// [`Tokenizer::from_file`], the file's `padding` and `truncation` settings are dropped.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, TokenizerError> {
         let inner = parse_json(bytes).map_err(TokenizerError::InvalidJson)?;
         Ok(Self::from_parts(inner, &HfConfig::default(), Origin::Json))
@@ -386,13 +390,35 @@ impl Tokenizer {
 ///
 /// `tokenizers` 0.22 panics (`expect("Helper")`) on some syntax errors inside the `decoder`
 /// section, so the JSON syntax is checked first (which also gives a line/column for truncated
-/// files), and any panic left is caught and reported as an error.
+/// files), and any panic left is caught and reported as an error. A post-processor that would
+/// panic on the first encode is refused here too (see [`check_post_processor`]).
 fn parse_json(bytes: &[u8]) -> Result<tokenizers::Tokenizer, String> {
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| e.to_string())?;
+    #[derive(serde::Deserialize)]
+    struct Checked {
+        #[serde(default)]
+        post_processor: serde_json::Value,
+        #[serde(default)]
+        decoder: serde_json::Value,
+    }
+    let head: Checked = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    check_post_processor(&head.post_processor, "post_processor")?;
+    check_decoder(&head.decoder, "decoder")?;
     match std::panic::catch_unwind(AssertUnwindSafe(|| {
         tokenizers::Tokenizer::from_bytes(bytes)
     })) {
-        Ok(result) => result.map_err(|e| e.to_string()),
+        Ok(Ok(mut tokenizer)) => {
+            // engram encodes one text at a time and pads and cuts batches itself; the file's own padding
+            // would put pad ids into prompts and its truncation would cut them silently. Both are also
+            // unchecked in tokenizers 0.22: a `stride` not below `max_length` panics on the first encode,
+            // and a `Fixed` padding length of 2^40 allocates that much (found by the tokenizer_json fuzz
+            // target). So neither is kept.
+            tokenizer.with_padding(None);
+            tokenizer
+                .with_truncation(None)
+                .map_err(|e| format!("cannot turn truncation off: {e}"))?;
+            Ok(tokenizer)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
         Err(panic) => {
             let why = panic
                 .downcast_ref::<String>()
@@ -402,6 +428,70 @@ fn parse_json(bytes: &[u8]) -> Result<tokenizers::Tokenizer, String> {
             Err(format!("the tokenizers library rejected it: {why}"))
         }
     }
+}
+
+/// Checks what `tokenizers` 0.22 takes on trust in a `TemplateProcessing` post-processor (alone or
+/// inside a `Sequence`): it loads templates naming a special token that its `special_tokens` map
+/// lacks, or one whose `ids` and `tokens` differ in length, and then panics (`no entry found for
+/// key`) or builds inconsistent encodings on the first encode that adds special tokens (found by
+/// the `tokenizer_json` fuzz target). `at` names the JSON path in the error.
+///
+/// The checks go by shape, not by `type`: the library reads post-processors untagged, so a
+/// template with a misspelt `type` still loads as one (the fuzzer found that too).
+fn check_post_processor(value: &serde_json::Value, at: &str) -> Result<(), String> {
+    use serde_json::Value;
+    let processors = value.get("processors").and_then(Value::as_array);
+    for (i, p) in processors.into_iter().flatten().enumerate() {
+        check_post_processor(p, &format!("{at}.processors[{i}]"))?;
+    }
+    let specials = value.get("special_tokens").and_then(Value::as_object);
+    for (name, token) in specials.into_iter().flatten() {
+        let len = |k: &str| token.get(k).and_then(Value::as_array).map(Vec::len);
+        if len("ids") != len("tokens") {
+            return Err(format!(
+                "{at}.special_tokens[{name:?}]: `ids` and `tokens` differ in length"
+            ));
+        }
+    }
+    for template in ["single", "pair"] {
+        let pieces = value.get(template).and_then(Value::as_array);
+        for piece in pieces.into_iter().flatten() {
+            let Some(id) = piece
+                .get("SpecialToken")
+                .and_then(|t| t.get("id"))
+                .and_then(Value::as_str)
+            else {
+                continue;
+            };
+            if !specials.is_some_and(|s| s.contains_key(id)) {
+                return Err(format!(
+                    "{at}.{template}: special token {id:?} is not defined in its `special_tokens`"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a `Strip` decoder (alone or inside a `Sequence`) with `stop` above 0: tokenizers 0.22
+/// indexes out of bounds (a panic in every later decode) on a token made only of its `content`
+/// character, or shorter than `start` + `stop` (found by the `tokenizer_json` fuzz target). Real
+/// tokenizers strip at the start only (Llama's `start: 1, stop: 0`), which is safe. Goes by shape,
+/// as [`check_post_processor`] does.
+fn check_decoder(value: &serde_json::Value, at: &str) -> Result<(), String> {
+    use serde_json::Value;
+    let decoders = value.get("decoders").and_then(Value::as_array);
+    for (i, d) in decoders.into_iter().flatten().enumerate() {
+        check_decoder(d, &format!("{at}.decoders[{i}]"))?;
+    }
+    let stop = value.get("stop").and_then(Value::as_u64);
+    if value.get("content").is_some() && stop.is_some_and(|n| n > 0) {
+        return Err(format!(
+            "{at}: a Strip decoder with `stop` {} is not supported (tokenizers 0.22 panics on short tokens; only `stop: 0` is safe)",
+            stop.unwrap_or_default()
+        ));
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.

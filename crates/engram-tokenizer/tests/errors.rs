@@ -217,6 +217,85 @@ mod fuzz {
         assert!(Tokenizer::from_json_bytes(SMALL_JSON.as_bytes()).is_ok());
     }
 
+    #[test]
+    fn a_template_post_processor_naming_an_undefined_special_token_is_refused() {
+        // tokenizers 0.22 loads this, then panics ("no entry found for key") on the first encode that adds
+        // special tokens, which loading itself does (found by the tokenizer_json fuzz target).
+        let template = |single: &str, specials: &str| {
+            SMALL_JSON.replace(
+                r#""post_processor":null"#,
+                &format!(
+                    r#""post_processor":{{"type":"Sequence","processors":[{{"type":"TemplateProcessing","single":[{single},{{"Sequence":{{"id":"A","type_id":0}}}}],"pair":[],"special_tokens":{specials}}}]}}"#
+                ),
+            )
+        };
+        let defined = r#"{"<|end|>":{"id":"<|end|>","ids":[3],"tokens":["<|end|>"]}}"#;
+        let uses = |id: &str| format!(r#"{{"SpecialToken":{{"id":"{id}","type_id":0}}}}"#);
+        let good =
+            Tokenizer::from_json_bytes(template(&uses("<|end|>"), defined).as_bytes()).unwrap();
+        assert_eq!(good.bos_id(), Some(3), "the template's special token leads");
+
+        let err = Tokenizer::from_json_bytes(template(&uses("<|nope|>"), defined).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("post_processor.processors[0].single") && err.contains("<|nope|>"),
+            "{err}"
+        );
+        // tokenizers reads post-processors untagged: a misspelt type still loads as a template.
+        let misspelt =
+            template(&uses("<|nope|>"), defined).replace("TemplateProcessing", "Templ;ate");
+        let err = Tokenizer::from_json_bytes(misspelt.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("<|nope|>"), "{err}");
+        let uneven = r#"{"<|end|>":{"id":"<|end|>","ids":[3, 3],"tokens":["<|end|>"]}}"#;
+        let err = Tokenizer::from_json_bytes(template(&uses("<|end|>"), uneven).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("differ in length"), "{err}");
+    }
+
+    #[test]
+    fn a_strip_decoder_cutting_at_the_end_is_refused() {
+        // tokenizers 0.22 indexes out of bounds decoding a token shorter than what it strips (found by the
+        // tokenizer_json fuzz target); stripping only at the start (Llama's) loads.
+        let strip = |stop: u32| {
+            SMALL_JSON.replace(
+                r#""decoder":{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true}"#,
+                &format!(
+                    r#""decoder":{{"type":"Sequence","decoders":[{{"type":"Strip","content":"a","start":1,"stop":{stop}}}]}}"#
+                ),
+            )
+        };
+        let t = Tokenizer::from_json_bytes(strip(0).as_bytes()).unwrap();
+        assert_eq!(t.decode(&[0], false).unwrap(), "");
+        let err = Tokenizer::from_json_bytes(strip(5).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("decoder.decoders[0]") && err.contains("Strip"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_files_padding_and_truncation_are_dropped() {
+        // tokenizers 0.22 panics on the first encode with a stride not below max_length, and pads to any
+        // declared length (found by the tokenizer_json fuzz target); engram keeps neither setting.
+        let json = SMALL_JSON
+            .replace(
+                r#""truncation":null"#,
+                r#""truncation":{"direction":"Right","max_length":1,"strategy":"LongestFirst","stride":1}"#,
+            )
+            .replace(
+                r#""padding":null"#,
+                r#""padding":{"strategy":{"Fixed":1099511627776},"direction":"Right","pad_to_multiple_of":null,"pad_id":0,"pad_type_id":0,"pad_token":"a"}"#,
+            );
+        let t = Tokenizer::from_json_bytes(json.as_bytes()).unwrap();
+        assert_eq!(t.encode("abab<|end|>").unwrap(), vec![2, 2, 3]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 

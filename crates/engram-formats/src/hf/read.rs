@@ -28,17 +28,26 @@ pub struct HfWeights {
     tensors: BTreeMap<String, Entry>,
 }
 
-/// One memory-mapped safetensors file.
+/// One safetensors file: memory-mapped, or held in memory ([`HfWeights::from_bytes`]).
 #[derive(Debug)]
 struct Shard {
     path: PathBuf,
-    /// `None` for an empty file (which `safetensors` rejects anyway; an empty map cannot be created).
-    map: Option<Mmap>,
+    storage: ShardBytes,
+}
+
+#[derive(Debug)]
+enum ShardBytes {
+    Mmap(Mmap),
+    /// An in-memory file, or an empty one (an empty file cannot be mapped; `safetensors` rejects it anyway).
+    Owned(Vec<u8>),
 }
 
 impl Shard {
     fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        match &self.storage {
+            ShardBytes::Mmap(m) => m,
+            ShardBytes::Owned(v) => v,
+        }
     }
 }
 
@@ -98,6 +107,31 @@ impl HfWeights {
                 format!("no weights: neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} exists"),
             ),
         ))
+    }
+
+    /// A single-file model held in memory: the text of its `config.json` and the bytes of its
+    /// `model.safetensors`, checked as [`HfWeights::open`] checks a folder (the fuzz targets and tests use it to
+    /// parse without files). `dir_for_errors` only names the folder in errors.
+    pub fn from_bytes(
+        dir_for_errors: impl Into<PathBuf>,
+        config_json: &str,
+        safetensors: Vec<u8>,
+    ) -> Result<Self, FormatError> {
+        let dir = dir_for_errors.into();
+        let config = super::parse_config(&dir.join(CONFIG_FILE), config_json)?;
+        let single = dir.join(WEIGHTS_FILE);
+        let shard = Shard {
+            path: single.clone(),
+            storage: ShardBytes::Owned(safetensors),
+        };
+        let tensors = read_shard_header(&shard, 0)?;
+        Ok(Self {
+            dir,
+            config,
+            weights_path: single,
+            shards: vec![shard],
+            tensors: tensors.into_iter().collect(),
+        })
     }
 
     /// The folder the weights were opened from.
@@ -216,18 +250,25 @@ fn convert<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> f32 + Sync) -> V
 fn open_shard(path: &Path, index: usize) -> Result<(Shard, ShardTensors), FormatError> {
     let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
     let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
-    let map = if len == 0 {
-        None
+    let storage = if len == 0 {
+        ShardBytes::Owned(Vec::new())
     } else {
         // SAFETY: the map is only read. Another process truncating or rewriting the file in place while it is
         // mapped is outside what we can guard against (as for every mmap-based model loader); engram's own writer
         // replaces files by rename, which leaves existing maps of the old file valid.
-        Some(unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?)
+        ShardBytes::Mmap(unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?)
     };
     let shard = Shard {
         path: path.to_path_buf(),
-        map,
+        storage,
     };
+    let tensors = read_shard_header(&shard, index)?;
+    Ok((shard, tensors))
+}
+
+/// Reads one shard's safetensors header: where each tensor lies in it.
+fn read_shard_header(shard: &Shard, index: usize) -> Result<ShardTensors, FormatError> {
+    let path = shard.path.as_path();
     let (header_len, metadata) =
         SafeTensors::read_metadata(shard.bytes()).map_err(|source| FormatError::Safetensors {
             path: path.to_path_buf(),
@@ -256,7 +297,7 @@ fn open_shard(path: &Path, index: usize) -> Result<(Shard, ShardTensors), Format
             },
         );
     }
-    Ok((shard, tensors))
+    Ok(tensors)
 }
 
 /// Opens the shards `model.safetensors.index.json` names and checks that each holds the tensors mapped to it.
@@ -300,13 +341,20 @@ fn open_sharded(
 
 /// `weight_map` of an index file: tensor name to shard file name (a plain file name in the same folder).
 fn read_weight_map(index: &Path) -> Result<BTreeMap<String, String>, FormatError> {
+    let text = std::fs::read_to_string(index).map_err(|e| FormatError::io(index, e))?;
+    parse_weight_map(index, &text)
+}
+
+/// Parses the text of a `model.safetensors.index.json` (`index` only names it in errors) to its `weight_map`:
+/// tensor name to shard file name. A shard that is not a plain file name in the model folder (`../x`, `a/b`)
+/// is refused, so an index cannot make engram open files outside the folder.
+pub fn parse_weight_map(index: &Path, text: &str) -> Result<BTreeMap<String, String>, FormatError> {
     let bad = |field: String, message: String| FormatError::BadConfig {
         path: index.to_path_buf(),
         field,
         message,
     };
-    let text = std::fs::read_to_string(index).map_err(|e| FormatError::io(index, e))?;
-    let value: Value = serde_json::from_str(&text).map_err(|source| FormatError::Json {
+    let value: Value = serde_json::from_str(text).map_err(|source| FormatError::Json {
         path: index.to_path_buf(),
         source,
     })?;
