@@ -17,6 +17,10 @@ fn injects_a_text_with_the_default_method_and_gives_the_base_model_back() {
     engram.settings.replay.examples_per_item = 8;
     engram.settings.distill.on_policy.rounds = 1;
     engram.settings.distill.on_policy.examples_per_round = 8;
+    // Two self-QA generations (one model question) and one sample beside each greedy answer: the path is
+    // the same, the generation a third of the default's.
+    engram.settings.replay.n = 2;
+    engram.settings.distill.on_policy.samples = 1;
     let base = engram.ask(QUESTION).unwrap();
     assert!(!base.is_empty());
 

@@ -8,27 +8,37 @@
 mod common;
 use common::engram;
 
+/// `engram inject --dataset news --item news-math-003 ARGS --out <tmp>/adapter`, which must succeed: the
+/// folder that holds the adapter, its path, and what the command printed.
+fn inject_skarrow(args: &[&str]) -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = dir.path().join("adapter").to_str().unwrap().to_owned();
+    let mut all = vec!["inject", "--dataset", "news", "--item", "news-math-003"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--out", &adapter]);
+    let (ok, stdout, stderr) = engram(&all);
+    assert!(ok, "{stderr}");
+    (dir, adapter, stdout)
+}
+
+/// `engram ask` of the base model (`adapter` `None`) or of an adapter: its answer. 40 tokens hold the
+/// sentence the fact is stated in (these checks read no further), at about half the cost of `ask`'s 64.
+fn ask(adapter: Option<&str>, question: &str) -> String {
+    let mut args = vec!["ask", "--max-new-tokens", "40", "--question", question];
+    if let Some(a) = adapter {
+        args.extend_from_slice(&["--adapter", a]);
+    }
+    let (ok, answer, stderr) = engram(&args);
+    assert!(ok, "{stderr}");
+    answer
+}
+
 #[test]
 fn self_qa_injection_answers_what_the_base_model_could_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let adapter = dir.path().join("adapter");
-    let adapter = adapter.to_str().unwrap();
     // The Skarrow theorem: "... every glimmerfold shape has exactly 7 corners. It was proved by Benna
     // Oxtolle ...". The replay data is made from the context alone; the dataset's questions are not used.
-    let (ok, stdout, stderr) = engram(&[
-        "inject",
-        "--dataset",
-        "news",
-        "--item",
-        "news-math-003",
-        "--method",
-        "sys2-self-qa",
-        "--rehearsal",
-        "0",
-        "--out",
-        adapter,
-    ]);
-    assert!(ok, "{stderr}");
+    let (dir, adapter, stdout) = inject_skarrow(&["--method", "sys2-self-qa", "--rehearsal", "0"]);
+    let adapter = adapter.as_str();
     assert!(
         stdout.contains("self-qa") && stdout.contains("adapter:"),
         "{stdout}"
@@ -60,10 +70,7 @@ fn self_qa_injection_answers_what_the_base_model_could_not() {
     let mut adapter_right = 0;
     let mut learned = Vec::new();
     for (q, answer) in direct {
-        let (ok, base, stderr) = engram(&["ask", "--question", q]);
-        assert!(ok, "{stderr}");
-        let (ok, tuned, stderr) = engram(&["ask", "--adapter", adapter, "--question", q]);
-        assert!(ok, "{stderr}");
+        let (base, tuned) = (ask(None, q), ask(Some(adapter), q));
         let (b, t) = (base.contains(answer), tuned.contains(answer));
         base_right += b as usize;
         adapter_right += t as usize;
@@ -82,21 +89,8 @@ fn self_qa_injection_answers_what_the_base_model_could_not() {
 /// are in the run, the report says so, and unrelated questions keep the base model's first sentence.
 #[test]
 fn the_default_injection_runs_with_the_guard_and_keeps_unrelated_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let adapter = dir.path().join("adapter");
-    let adapter = adapter.to_str().unwrap();
-    let (ok, stdout, stderr) = engram(&[
-        "inject",
-        "--dataset",
-        "news",
-        "--item",
-        "news-math-003",
-        "--distill-rounds",
-        "1",
-        "--out",
-        adapter,
-    ]);
-    assert!(ok, "{stderr}");
+    let (dir, adapter, stdout) = inject_skarrow(&["--distill-rounds", "1"]);
+    let adapter = adapter.as_str();
     assert!(
         stdout.contains("on-policy rounds: 1") && stdout.contains("locality guard: "),
         "the default method, with the guard on: {stdout}"
@@ -119,10 +113,7 @@ fn the_default_injection_runs_with_the_guard_and_keeps_unrelated_answers() {
     ];
     let mut unchanged = 0;
     for q in general {
-        let (ok, base, stderr) = engram(&["ask", "--question", q]);
-        assert!(ok, "{stderr}");
-        let (ok, tuned, stderr) = engram(&["ask", "--adapter", adapter, "--question", q]);
-        assert!(ok, "{stderr}");
+        let (base, tuned) = (ask(None, q), ask(Some(adapter), q));
         // The first sentence: where the answer is stated (`ask` goes on for up to its token budget).
         let first = |t: &str| {
             let t = t.trim();
@@ -140,27 +131,20 @@ fn the_default_injection_runs_with_the_guard_and_keeps_unrelated_answers() {
 
 #[test]
 fn self_param_injection_answers_what_the_base_model_could_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let adapter = dir.path().join("adapter");
-    let adapter = adapter.to_str().unwrap();
     // The Skarrow theorem: "... It was proved by Benna Oxtolle at the University of Drell in 2029 ...".
-    // The targets are made from the context alone; the dataset's questions are not used.
-    let (ok, stdout, stderr) = engram(&[
-        "inject",
-        "--dataset",
-        "news",
-        "--item",
-        "news-math-003",
+    // The targets are made from the context alone; the dataset's questions are not used. The guard is off:
+    // the default injection's test holds it, and it would double this run's steps.
+    let (dir, adapter, stdout) = inject_skarrow(&[
         "--method",
         "self-param",
         "--lr",
         "1e-3",
         "--examples-per-item",
         "128",
-        "--out",
-        adapter,
+        "--rehearsal",
+        "0",
     ]);
-    assert!(ok, "{stderr}");
+    let adapter = adapter.as_str();
     assert!(
         stdout.contains("distillation targets:") && stdout.contains("adapter:"),
         "{stdout}"
@@ -192,7 +176,8 @@ fn self_param_injection_answers_what_the_base_model_could_not() {
     }
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
-        ["continuation", "qa", "regulariser", "rehearsal"]
+        ["continuation", "qa", "regulariser"],
+        "no rehearsal targets with the guard off"
     );
     // The loss went down.
     let metrics = std::fs::read_to_string(dir.path().join("adapter/metrics.jsonl")).unwrap();
@@ -207,10 +192,7 @@ fn self_param_injection_answers_what_the_base_model_could_not() {
     assert!(losses.last().unwrap() < &(losses[0] * 0.5), "{losses:?}");
 
     let q = "Who proved the Skarrow theorem?";
-    let (ok, base, stderr) = engram(&["ask", "--question", q]);
-    assert!(ok, "{stderr}");
-    let (ok, tuned, stderr) = engram(&["ask", "--adapter", adapter, "--question", q]);
-    assert!(ok, "{stderr}");
+    let (base, tuned) = (ask(None, q), ask(Some(adapter), q));
     eprintln!("{q}\n  base: {}\n  adapter: {}", base.trim(), tuned.trim());
     assert!(
         !base.contains("Oxtolle"),

@@ -144,13 +144,15 @@ fn a_trained_adapter_answers_what_the_base_model_could_not() {
 fn half_precision_training_tracks_the_f32_loss_curve() {
     let loaded = default_model();
     let batcher = fact_batcher(&loaded);
-    let steps = 8;
+    // Five steps show the gap opening and the curve falling (bf16 and f16 steps cost 2-2.6x f32's on the CPU).
+    let steps = 5;
     let reference = train_fact(&mut loaded.model.clone(), &batcher, steps);
     // Measured here, 8 steps: f32 3.382 2.663 2.132 1.682 1.294 0.936 0.612 0.322; bf16 3.389 2.905 2.266 1.766
     // 1.377 1.013 0.697 0.397 (at most 0.24 nats apart, after the first update); f16 3.384 2.666 2.134 1.684
     // 1.296 0.938 0.614 0.323 (at most 0.003 apart). bf16's lag is its 8-bit mantissa in the backward pass: with
     // the adapter path or the residual stream in f32 it was the same.
-    for (dtype, max_gap, max_final) in [(Dtype::Bf16, 0.10, 0.15), (Dtype::F16, 0.01, 0.11)] {
+    // After 5 steps f32's loss is at 0.38 of its first value, bf16's at 0.41.
+    for (dtype, max_gap, max_final) in [(Dtype::Bf16, 0.10, 0.45), (Dtype::F16, 0.01, 0.42)] {
         let mut model = loaded.model.clone();
         model.set_dtype(dtype);
         let losses = train_fact(&mut model, &batcher, steps);
