@@ -69,7 +69,14 @@ pub fn open_model_files(path: &Path) -> Result<(Box<dyn WeightSource>, Tokenizer
 
 /// Reads the `tokenizer.ggml.*` metadata of a GGUF file.
 pub fn gguf_vocab(gguf: &GgufFile) -> Result<GgufVocab, ModelError> {
-    let opt_u32 = |key: &str| gguf.get_u64(key).ok().map(|v| v as u32);
+    // A special token's id, if the key is there; one past u32 is refused rather than wrapped to another id.
+    let opt_u32 = |key: &str| match gguf.get_u64(key) {
+        Ok(v) => u32::try_from(v).map(Some).map_err(|_| ModelError::Model {
+            path: gguf.path().to_path_buf(),
+            reason: format!("{key} is {v}, beyond any token id"),
+        }),
+        Err(_) => Ok(None),
+    };
     Ok(GgufVocab {
         model: gguf.get_str("tokenizer.ggml.model")?.to_string(),
         pre: gguf.get_str("tokenizer.ggml.pre").ok().map(str::to_string),
@@ -81,10 +88,10 @@ pub fn gguf_vocab(gguf: &GgufFile) -> Result<GgufVocab, ModelError> {
         merges: gguf
             .get_str_array("tokenizer.ggml.merges")
             .unwrap_or_default(),
-        bos_id: opt_u32("tokenizer.ggml.bos_token_id"),
-        eos_id: opt_u32("tokenizer.ggml.eos_token_id"),
-        pad_id: opt_u32("tokenizer.ggml.padding_token_id"),
-        unk_id: opt_u32("tokenizer.ggml.unknown_token_id"),
+        bos_id: opt_u32("tokenizer.ggml.bos_token_id")?,
+        eos_id: opt_u32("tokenizer.ggml.eos_token_id")?,
+        pad_id: opt_u32("tokenizer.ggml.padding_token_id")?,
+        unk_id: opt_u32("tokenizer.ggml.unknown_token_id")?,
         add_bos: gguf
             .get_bool("tokenizer.ggml.add_bos_token")
             .unwrap_or(false),
@@ -191,4 +198,51 @@ pub fn model_info(path: &Path) -> Result<ModelInfo, ModelError> {
         tensor_count: names.len(),
         tokenizer: tokenizer.kind_summary(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF v3 file with no tensors and a BPE vocabulary whose BOS id is `bos`.
+    fn vocab_file(bos: u64) -> tempfile::NamedTempFile {
+        let mut b = b"GGUF".to_vec();
+        let str_ = |b: &mut Vec<u8>, s: &str| {
+            b.extend((s.len() as u64).to_le_bytes());
+            b.extend(s.as_bytes());
+        };
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes()); // tensors
+        b.extend(3u64.to_le_bytes()); // key/value pairs
+        str_(&mut b, "tokenizer.ggml.model");
+        b.extend(8u32.to_le_bytes()); // string
+        str_(&mut b, "gpt2");
+        str_(&mut b, "tokenizer.ggml.tokens");
+        b.extend(9u32.to_le_bytes()); // array
+        b.extend(8u32.to_le_bytes()); // of strings
+        b.extend(2u64.to_le_bytes());
+        str_(&mut b, "a");
+        str_(&mut b, "b");
+        str_(&mut b, "tokenizer.ggml.bos_token_id");
+        b.extend(10u32.to_le_bytes()); // u64
+        b.extend(bos.to_le_bytes());
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), b).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_special_token_id_past_u32_is_refused_not_wrapped() {
+        let ok = GgufFile::open(vocab_file(1).path()).unwrap();
+        assert_eq!(gguf_vocab(&ok).unwrap().bos_id, Some(1));
+        // 2^32 + 1 used to wrap to 1: another token, silently.
+        let file = vocab_file((1 << 32) + 1);
+        let err = gguf_vocab(&GgufFile::open(file.path()).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizer.ggml.bos_token_id is 4294967297") && err.contains("token id"),
+            "{err}"
+        );
+    }
 }
