@@ -66,5 +66,13 @@ fn distils_a_text_into_an_adapter() {
     let out = dir.path().join("adapter");
     let r = run(&out, 8, 2).unwrap();
     assert!(r.target_tokens > 0 && r.cache_bytes > 0, "{r:?}");
+    // The one-text settings keep the locality guard on: its rows are KL targets beside the text's
+    // (crates/engram-cli/tests/inject.rs runs self-param with the guard off, to halve its steps).
+    assert!(
+        ["continuation", "qa", "regulariser", "rehearsal"]
+            .iter()
+            .all(|k| r.targets.get(*k).is_some_and(|&n| n > 0)),
+        "{r:?}"
+    );
     assert!(out.join("adapter_model.safetensors").is_file());
 }

@@ -21,8 +21,8 @@ fn inject_skarrow(args: &[&str]) -> (tempfile::TempDir, String, String) {
     (dir, adapter, stdout)
 }
 
-/// `engram ask` of the base model (`adapter` `None`) or of an adapter: its answer. 40 tokens hold the
-/// sentence the fact is stated in (these checks read no further), at about half the cost of `ask`'s 64.
+/// `engram ask` of the base model (`adapter` `None`) or of an adapter: its answer. 40 tokens, not `ask`'s 64:
+/// they hold the sentence the fact is stated in, and these checks read no further.
 fn ask(adapter: Option<&str>, question: &str) -> String {
     let mut args = vec!["ask", "--max-new-tokens", "40", "--question", question];
     if let Some(a) = adapter {
@@ -132,8 +132,8 @@ fn the_default_injection_runs_with_the_guard_and_keeps_unrelated_answers() {
 #[test]
 fn self_param_injection_answers_what_the_base_model_could_not() {
     // The Skarrow theorem: "... It was proved by Benna Oxtolle at the University of Drell in 2029 ...".
-    // The targets are made from the context alone; the dataset's questions are not used. The guard is off:
-    // the default injection's test holds it, and it would double this run's steps.
+    // The targets are made from the context alone; the dataset's questions are not used. The guard is off: it
+    // would double this run's steps; the default injection's test and the self_param example's hold it.
     let (dir, adapter, stdout) = inject_skarrow(&[
         "--method",
         "self-param",
