@@ -8,6 +8,9 @@
 //! - this crate's test `tests/replay.rs`, which replays every seed and every regression input under
 //!   `fuzz/seeds/<target>/` and `fuzz/regressions/<target>/` in a plain `cargo test`, on stable Rust.
 //!
+//! Like `engram-bench` it is a leaf (`publish = false`, nothing depends on it), so it sits above every crate whose
+//! parser it drives, `engram-serve`'s request parser included.
+//!
 //! Each function returns `Ok` when the input parsed, `Err(message)` when a parser refused it, and panics when a
 //! parser broke a promise: a panic inside a parser, or an error about a file that does not name the file. The
 //! fuzzer reports such a panic as a crash.
