@@ -3,6 +3,8 @@
 //!
 //! - [`GgufFile`]: one parsed file. Every malformed input ends in a [`FormatError`] naming the file (and key or
 //!   tensor); no input makes it panic or allocate more than the file's own size suggests.
+//! - [`write_gguf`] and [`encode`]: GGUF files written (f32, f16, bf16 and the legacy 32-weight block types),
+//!   streamed one tensor at a time and renamed into place when complete.
 //! - [`GgufWeights`]: a file seen as a [`WeightSource`](crate::WeightSource) in Hugging Face names and layout
 //!   (llama q/k rows un-permuted for rotate-half RoPE).
 //!
@@ -15,6 +17,7 @@ mod meta;
 mod parse;
 mod types;
 mod weights;
+mod write;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -22,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 pub use meta::MetaValue;
 pub use types::GgmlType;
-pub use weights::{GgufWeights, hf_name, permute_qk_rows, unpermute_qk_rows};
+pub use weights::{GgufWeights, gguf_name, hf_name, permute_qk_rows, unpermute_qk_rows};
+pub use write::{DEFAULT_ALIGNMENT, ENCODABLE, TensorSpec, encode, write_gguf};
 
 use crate::{Architecture, FormatError, ModelConfig, TensorF32};
 

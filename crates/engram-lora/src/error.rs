@@ -54,6 +54,9 @@ pub enum LoraError {
         /// What is wrong.
         reason: String,
     },
+    /// A GGUF adapter file that cannot be parsed or written (the message names the file).
+    #[error(transparent)]
+    Format(Box<engram_model::formats::FormatError>),
     /// Reading or writing an adapter file failed.
     #[error("{}: {source}", path.display())]
     Io {

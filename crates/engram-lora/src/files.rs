@@ -87,8 +87,20 @@ pub fn save_adapter(
     Ok(())
 }
 
-/// Reads only the configuration of the adapter folder `dir`.
+/// Each adapted module's factors (A, B) in engram's layout (`[in, r]`, `[r, out]`), by Hugging Face module name.
+pub type Factors = BTreeMap<String, (TensorF32, TensorF32)>;
+
+/// Reads only the configuration of an adapter: a PEFT folder `dir`, or a llama.cpp GGUF adapter file (see
+/// [`read_gguf_adapter_config`](crate::read_gguf_adapter_config)).
 pub fn read_adapter_config(dir: &Path) -> Result<LoraConfig, LoraError> {
+    if crate::gguf::is_gguf_file(dir) {
+        return crate::gguf::read_gguf_adapter_config(dir).map(|(c, _)| c);
+    }
+    read_peft_config(dir)
+}
+
+/// The configuration of the PEFT adapter folder `dir`.
+pub(crate) fn read_peft_config(dir: &Path) -> Result<LoraConfig, LoraError> {
     let path = dir.join(CONFIG_FILE);
     if !dir.is_dir() {
         return Err(LoraError::Config {
@@ -109,13 +121,32 @@ pub fn parse_adapter_config(path: &Path, text: &str) -> Result<LoraConfig, LoraE
     LoraConfig::from_peft_json(path, &json)
 }
 
-/// Loads the PEFT adapter folder `dir` onto `model` under `name` (active). Every key is checked against the
-/// configuration and the model before anything is attached: a failed load leaves the model as it was.
+/// Loads an adapter onto `model` under `name` (active): a PEFT adapter folder `dir`, or a llama.cpp GGUF
+/// adapter file. Every key is checked against the configuration and the model before anything is attached: a
+/// failed load leaves the model as it was.
 pub fn load_adapter(model: &mut Llama, dir: &Path, name: &str) -> Result<LoraConfig, LoraError> {
-    let config = read_adapter_config(dir)?;
     if model.adapter_names().iter().any(|n| n == name) {
         return Err(LoraError::DuplicateAdapter(name.into()));
     }
+    let (config, mut found) = if crate::gguf::is_gguf_file(dir) {
+        crate::gguf::read_gguf_adapter(dir, model.config())?
+    } else {
+        read_peft_adapter(model, dir)?
+    };
+    let device = model.device();
+    for (module, proj) in model.projections_mut() {
+        if let Some((a, b)) = found.remove(&module) {
+            let a = Tensor::<2>::from_data(TensorData::new(a.data, a.shape), &device);
+            let b = Tensor::<2>::from_data(TensorData::new(b.data, b.shape), &device);
+            attach(proj, low_rank(name, &config, a, b));
+        }
+    }
+    Ok(config)
+}
+
+/// The configuration and checked factors of the PEFT adapter folder `dir`, for `model`.
+fn read_peft_adapter(model: &Llama, dir: &Path) -> Result<(LoraConfig, Factors), LoraError> {
+    let config = read_peft_config(dir)?;
     let path = dir.join(WEIGHTS_FILE);
     if !path.exists() && dir.join("adapter_model.bin").exists() {
         return Err(LoraError::Config {
@@ -130,17 +161,8 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, name: &str) -> Result<LoraCon
         .into_iter()
         .map(|(n, p)| (n, p.dims()))
         .collect();
-    let mut found = read_adapter_tensors(&path, &bytes, &config, &dims)?;
-
-    let device = model.device();
-    for (module, proj) in model.projections_mut() {
-        if let Some((a, b)) = found.remove(&module) {
-            let a = Tensor::<2>::from_data(TensorData::new(a.data, a.shape), &device);
-            let b = Tensor::<2>::from_data(TensorData::new(b.data, b.shape), &device);
-            attach(proj, low_rank(name, &config, a, b));
-        }
-    }
-    Ok(config)
+    let found = read_adapter_tensors(&path, &bytes, &config, &dims)?;
+    Ok((config, found))
 }
 
 /// Reads and checks the bytes of an `adapter_model.safetensors` (`path` only names it in errors) against
@@ -153,12 +175,54 @@ pub fn read_adapter_tensors(
     bytes: &[u8],
     config: &LoraConfig,
     dims: &BTreeMap<String, [usize; 2]>,
-) -> Result<BTreeMap<String, (TensorF32, TensorF32)>, LoraError> {
+) -> Result<Factors, LoraError> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| LoraError::Tensor {
         path: path.to_path_buf(),
         key: "*".into(),
         reason: format!("not a valid safetensors file: {e}"),
     })?;
+    // Sorted, so that the first error reported is the same on every run.
+    let mut names = st.names();
+    names.sort();
+    let mut factors = Vec::with_capacity(names.len());
+    for key in names {
+        let view = st.tensor(key).map_err(|e| LoraError::Tensor {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        factors.push(StoredFactor {
+            shown: key.to_string(),
+            key: key.to_string(),
+            shape: view.shape().to_vec(),
+            values: decode_f32(view.dtype(), view.data()).ok_or_else(|| {
+                format!("dtype {:?} is not supported (F32, F16, BF16)", view.dtype())
+            }),
+        });
+    }
+    check_factors(path, factors, config, dims, &crate::adapters::peft_key)
+}
+
+/// One stored LoRA factor before it is checked: its PEFT key, its shape as stored (PEFT's layout, `[r, in]`
+/// for A and `[out, r]` for B) and its values as f32, or why they could not be decoded.
+pub(crate) struct StoredFactor {
+    pub key: String,
+    /// The tensor's name in its file, for errors (the key itself in a PEFT file).
+    pub shown: String,
+    pub shape: Vec<usize>,
+    pub values: Result<Vec<f32>, String>,
+}
+
+/// Checks stored factors (whatever file they came from; `path` names it in errors) against `config` and a
+/// model's linear modules, as [`read_adapter_tensors`] documents, and returns them in engram's layout.
+/// `name_in_file` names a missing factor as its file would.
+pub(crate) fn check_factors(
+    path: &Path,
+    factors: Vec<StoredFactor>,
+    config: &LoraConfig,
+    dims: &BTreeMap<String, [usize; 2]>,
+    name_in_file: &dyn Fn(&str, Factor) -> String,
+) -> Result<Factors, LoraError> {
     let terr = |key: &str, reason: String| LoraError::Tensor {
         path: path.to_path_buf(),
         key: key.into(),
@@ -167,11 +231,15 @@ pub fn read_adapter_tensors(
 
     // module -> (A, B) as engram tensors' host data, validated.
     let mut found: BTreeMap<String, [Option<TensorF32>; 2]> = BTreeMap::new();
-    // Sorted, so that the first error reported is the same on every run.
-    let mut names = st.names();
-    names.sort();
-    for key in names {
-        let (module, factor) = parse_key(key).ok_or_else(|| {
+    for StoredFactor {
+        key: peft,
+        shown,
+        shape,
+        values,
+    } in factors
+    {
+        let key = shown.as_str();
+        let (module, factor) = parse_key(&peft).ok_or_else(|| {
             terr(
                 key,
                 "not a LoRA key (expected base_model.model.<module>.lora_A.weight or .lora_B.weight)"
@@ -201,12 +269,10 @@ pub fn read_adapter_tensors(
                 ),
             ));
         }
-        let view = st.tensor(key).map_err(|e| terr(key, e.to_string()))?;
         let expected = match factor {
             Factor::A => [config.r, d_in],
             Factor::B => [d_out, config.r],
         };
-        let shape = view.shape();
         if shape != expected {
             let what = if shape.len() == 2
                 && (shape[0] == expected[0] || shape[1] == expected[1])
@@ -214,7 +280,10 @@ pub fn read_adapter_tensors(
                     Factor::A => shape[1] == d_in,
                     Factor::B => shape[0] == d_out,
                 }) {
-                format!("rank mismatch: adapter_config.json says r = {}", config.r)
+                format!(
+                    "rank mismatch: the adapter's configuration says r = {}",
+                    config.r
+                )
             } else {
                 "wrong shape for this model".into()
             };
@@ -223,12 +292,7 @@ pub fn read_adapter_tensors(
                 format!("shape {shape:?}, expected {expected:?} ({what})"),
             ));
         }
-        let values = decode_f32(view.dtype(), view.data()).ok_or_else(|| {
-            terr(
-                key,
-                format!("dtype {:?} is not supported (F32, F16, BF16)", view.dtype()),
-            )
-        })?;
+        let values = values.map_err(|reason| terr(key, reason))?;
         if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
             return Err(terr(key, format!("contains a non-finite value ({bad})")));
         }
@@ -261,7 +325,7 @@ pub fn read_adapter_tensors(
         for (slot, factor) in [(0, Factor::A), (1, Factor::B)] {
             if pair.is_none_or(|p| p[slot].is_none()) {
                 return Err(terr(
-                    &crate::adapters::peft_key(m, factor),
+                    &name_in_file(m, factor),
                     "missing: the configuration targets this module".into(),
                 ));
             }

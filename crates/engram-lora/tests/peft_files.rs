@@ -356,3 +356,277 @@ fn malformed_adapters_are_refused_naming_the_key() {
     let e = load_error(&root.path().join("does-not-exist"));
     assert!(e.contains("does-not-exist"), "{e}");
 }
+
+// ---- llama.cpp GGUF adapters ----
+
+/// PEFT's own adapter, written as a llama.cpp adapter in each type, gives PEFT's logits back in engram; the
+/// file holds what llama.cpp reads (its keys, names, `[r, in]`/`[out, r]` shapes, q rows permuted).
+#[test]
+fn gguf_adapters_give_the_peft_folders_logits() {
+    use engram_formats::gguf::{GgmlType, GgufFile, MetaValue, permute_qk_rows};
+    let loaded = smollm();
+    let mut peft = loaded.model.clone();
+    load_adapter(&mut peft, Path::new(FIXTURE), "peft").unwrap();
+    let ids = loaded.tokenizer.encode("The capital of France is").unwrap();
+    let want = last_logits(&peft, &ids);
+    let base = last_logits(&peft.without_adapters().unwrap(), &ids);
+    let shift = l2(&want
+        .iter()
+        .zip(&base)
+        .map(|(a, b)| a - b)
+        .collect::<Vec<_>>());
+    let dir = tempfile::tempdir().unwrap();
+    // f32 keeps every factor, so the logits are the same; half precision rounds the factors (a relative
+    // 2^-11 or 2^-8), which moves the logits by a small part of what the adapter itself moves them.
+    for (ty, tol) in [
+        (GgmlType::F32, 0.0),
+        (GgmlType::F16, 0.01),
+        (GgmlType::BF16, 0.05),
+    ] {
+        let out = dir.path().join(format!("adapter-{ty}.gguf"));
+        let s =
+            engram_lora::export_adapter_gguf(Path::new(FIXTURE), loaded.model.config(), &out, ty)
+                .unwrap();
+        assert_eq!((s.modules, s.r, s.alpha), (90, 4, 8.0));
+        let c = read_adapter_config(&out).unwrap();
+        assert_eq!(
+            (
+                c.r,
+                c.lora_alpha,
+                c.layers_to_transform.as_ref().map(Vec::len)
+            ),
+            (4, 8.0, Some(30))
+        );
+        let mut m = loaded.model.clone();
+        let config = load_adapter(&mut m, &out, "gguf").unwrap();
+        assert_eq!(config.layers_to_transform, None, "all 30 layers");
+        let got = last_logits(&m, &ids);
+        let diff = l2(&got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| a - b)
+            .collect::<Vec<_>>());
+        assert!(
+            diff <= tol * shift,
+            "{ty}: logits moved {diff} against the adapter's {shift}"
+        );
+        if ty == GgmlType::F32 {
+            assert_eq!(got, want);
+        }
+    }
+
+    // What llama.cpp reads, checked on the f32 file with the raw tensors (no engram un-permuting).
+    let f = GgufFile::open(dir.path().join("adapter-F32.gguf")).unwrap();
+    let s = |k: &str| f.get(k).cloned();
+    assert_eq!(s("general.type"), Some(MetaValue::String("adapter".into())));
+    assert_eq!(s("adapter.type"), Some(MetaValue::String("lora".into())));
+    assert_eq!(
+        s("general.architecture"),
+        Some(MetaValue::String("llama".into()))
+    );
+    assert_eq!(s("adapter.lora.alpha"), Some(MetaValue::F32(8.0)));
+    assert_eq!(f.tensors().len(), 180);
+    let a = f.tensor_info("blk.3.attn_q.weight.lora_a").unwrap();
+    assert_eq!(a.dims, vec![576, 4], "ggml order: ne0 = in");
+    assert_eq!(
+        f.tensor_info("blk.3.ffn_down.weight.lora_b").unwrap().dims,
+        vec![4, 576]
+    );
+    let theirs = std::fs::read(Path::new(FIXTURE).join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&theirs).unwrap();
+    let peft_tensor = |k: &str| {
+        let v = st.tensor(k).unwrap();
+        engram_formats::TensorF32::new(
+            v.shape().to_vec(),
+            v.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        )
+        .unwrap()
+    };
+    let key = |m: &str, f: &str| format!("base_model.model.model.layers.3.{m}.{f}.weight");
+    let q_b = peft_tensor(&key("self_attn.q_proj", "lora_B"));
+    let heads = loaded.model.config().num_attention_heads;
+    assert_eq!(
+        f.dequantize("blk.3.attn_q.weight.lora_b").unwrap(),
+        permute_qk_rows(&q_b, heads).unwrap()
+    );
+    assert_eq!(
+        f.dequantize("blk.3.attn_v.weight.lora_b").unwrap(),
+        peft_tensor(&key("self_attn.v_proj", "lora_B")),
+        "v rows are not permuted"
+    );
+    assert_eq!(
+        f.dequantize("blk.3.attn_q.weight.lora_a").unwrap(),
+        peft_tensor(&key("self_attn.q_proj", "lora_A"))
+    );
+    // And an independent reader accepts the file.
+    let bytes = std::fs::read(f.path()).unwrap();
+    let g = ggus::GGuf::new(&bytes).unwrap();
+    assert_eq!(g.tensors.len(), 180);
+}
+
+/// An edit of a GGUF adapter's metadata and (tensor, f32 values) list.
+type Edit<'a> = dyn Fn(
+        &mut Vec<(String, engram_formats::gguf::MetaValue)>,
+        &mut Vec<(engram_formats::gguf::TensorSpec, Vec<f32>)>,
+    ) + 'a;
+
+/// Every linear layer, k included (grouped-query heads), with rsLoRA's scale: the GGUF adapter gives the
+/// folder's logits; malformed GGUF adapters are refused naming the tensor or key, attaching nothing.
+#[test]
+fn gguf_adapters_of_every_layer_round_trip_and_bad_ones_are_refused() {
+    use engram_formats::gguf::{GgmlType, GgufFile, MetaValue, TensorSpec, write_gguf};
+    let root = tempfile::tempdir().unwrap();
+    let mut m = tiny();
+    let config = LoraConfig {
+        r: 2,
+        lora_alpha: 3.0,
+        use_rslora: true,
+        ..LoraConfig::default()
+    };
+    m.add_adapter("x", &config, 5).unwrap();
+    // Fresh B factors are zero: give them values so that the update (and the q/k permutation) matters.
+    let folder = root.path().join("folder");
+    save_adapter(&m, "x", &config, &folder).unwrap();
+    edit_weights(&folder, |t| {
+        for (i, e) in t.iter_mut().enumerate() {
+            for (j, v) in e.2.iter_mut().enumerate() {
+                *v += ((i * 31 + j * 7) % 13) as f32 / 20.0 - 0.3;
+            }
+        }
+    });
+    let mut want_model = tiny();
+    load_adapter(&mut want_model, &folder, "f").unwrap();
+    let ids = [1u32, 5, 9, 13, 17, 3];
+    let want = last_logits(&want_model, &ids);
+
+    let file = root.path().join("a.gguf");
+    let cfg = want_model.config().clone();
+    let s = engram_lora::export_adapter_gguf(&folder, &cfg, &file, GgmlType::F32).unwrap();
+    assert_eq!(s.modules, 14);
+    assert!(
+        (s.alpha - 3.0 * 2f32.sqrt()).abs() < 1e-6,
+        "rsLoRA's scale as alpha / r: {}",
+        s.alpha
+    );
+    let mut got_model = tiny();
+    let back = load_adapter(&mut got_model, &file, "g").unwrap();
+    assert_eq!(back.target_modules, engram_lora::TargetModules::AllLinear);
+    assert!((back.scale() - config.scale()).abs() < 1e-6);
+    let got = last_logits(&got_model, &ids);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+    }
+
+    // Broken copies: the tensors of the good file, edited, rewritten.
+    let good = GgufFile::open(&file).unwrap();
+    let rewrite = |name: &str, edit: &Edit<'_>| {
+        let mut meta: Vec<(String, MetaValue)> = good
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut tensors: Vec<(TensorSpec, Vec<f32>)> = good
+            .tensors()
+            .iter()
+            .map(|i| {
+                (
+                    TensorSpec {
+                        name: i.name.clone(),
+                        shape: i.shape(),
+                        ggml_type: GgmlType::F32,
+                    },
+                    good.dequantize(&i.name).unwrap().data,
+                )
+            })
+            .collect();
+        edit(&mut meta, &mut tensors);
+        let path = root.path().join(name);
+        let specs: Vec<TensorSpec> = tensors.iter().map(|t| t.0.clone()).collect();
+        write_gguf(&path, &meta, &specs, &mut |i| {
+            // Raw little-endian f32, which `encode` would refuse for the NaN case.
+            Ok(tensors[i].1.iter().flat_map(|v| v.to_le_bytes()).collect())
+        })
+        .unwrap();
+        path
+    };
+    let set = |meta: &mut Vec<(String, MetaValue)>, k: &str, v: MetaValue| {
+        meta.iter_mut().find(|e| e.0 == k).unwrap().1 = v;
+    };
+    let cases: Vec<(&str, PathBuf, &[&str])> = vec![
+        (
+            "qwen",
+            rewrite("qwen.gguf", &|m, _| {
+                set(m, "general.architecture", MetaValue::String("qwen2".into()))
+            }),
+            &["qwen2", "another model"],
+        ),
+        (
+            "model",
+            rewrite("model.gguf", &|m, _| {
+                set(m, "general.type", MetaValue::String("model".into()))
+            }),
+            &["general.type", "--model"],
+        ),
+        (
+            "missing",
+            rewrite("missing.gguf", &|_, t| {
+                t.retain(|e| e.0.name != "blk.1.attn_k.weight.lora_b")
+            }),
+            &["blk.1.attn_k.weight.lora_b", "missing"],
+        ),
+        (
+            "shape",
+            rewrite("shape.gguf", &|_, t| {
+                let e = t
+                    .iter_mut()
+                    .find(|e| e.0.name == "blk.0.ffn_up.weight.lora_a")
+                    .unwrap();
+                e.0.shape = vec![2, 16];
+                e.1.truncate(32);
+            }),
+            &["blk.0.ffn_up.weight.lora_a", "wrong shape"],
+        ),
+        (
+            "norm",
+            rewrite("norm.gguf", &|_, t| {
+                let mut e = t[0].clone();
+                e.0.name = "blk.0.attn_norm.weight".into();
+                t.push(e);
+            }),
+            &["blk.0.attn_norm.weight", "not a LoRA factor"],
+        ),
+        (
+            "nan",
+            rewrite("nan.gguf", &|_, t| t[3].1[0] = f32::NAN),
+            &["non-finite"],
+        ),
+    ];
+    for (case, path, needles) in cases {
+        let e = load_error(&path);
+        for n in needles {
+            assert!(e.contains(n), "{case}: {e}");
+        }
+    }
+    // Exporting needs a folder and a half or full float type.
+    let e = engram_lora::export_adapter_gguf(
+        &folder,
+        &cfg,
+        &root.path().join("q.gguf"),
+        GgmlType::Q8_0,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("Q8_0") && e.contains("f16"), "{e}");
+    let e = engram_lora::export_adapter_gguf(
+        &file,
+        &cfg,
+        &root.path().join("again.gguf"),
+        GgmlType::F32,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("a.gguf"), "{e}");
+}

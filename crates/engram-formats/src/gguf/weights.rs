@@ -39,6 +39,39 @@ pub fn hf_name(gguf_name: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf_module}.{param}"))
 }
 
+/// The GGUF name of a Hugging Face tensor name (the inverse of [`hf_name`]), or `None` outside the llama/qwen2
+/// layout: `model.layers.3.self_attn.q_proj.weight` → `blk.3.attn_q.weight`.
+pub fn gguf_name(hf_name: &str) -> Option<String> {
+    match hf_name {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf_name.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (module, param) = rest.rsplit_once('.')?;
+    if param != "weight" && param != "bias" {
+        return None;
+    }
+    let gguf_module = match module {
+        "input_layernorm" => "attn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "post_attention_layernorm" => "ffn_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{gguf_module}.{param}"))
+}
+
 /// Reorders the rows of a q/k projection (weight `[rows, cols]` or bias `[rows]`) between the two RoPE layouts.
 /// Per head, `halves` is Hugging Face's rotate-half order (the head's first half, then its second half) and
 /// interleaved is llama.cpp's (pairs `(i, i + half)` adjacent).
@@ -258,5 +291,33 @@ mod tests {
         assert_eq!(p.data, vec![0., 2., 1., 3., 4., 6., 5., 7.]);
         assert_eq!(unpermute_qk_rows(&p, 2).unwrap(), t);
         assert!(permute_qk_rows(&t, 3).is_none());
+    }
+
+    #[test]
+    fn gguf_and_hf_names_are_inverse() {
+        for module in [
+            "input_layernorm",
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "post_attention_layernorm",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ] {
+            let hf = format!("model.layers.12.{module}.weight");
+            let g = gguf_name(&hf).unwrap();
+            assert_eq!(hf_name(&g).as_deref(), Some(hf.as_str()), "{g}");
+        }
+        for hf in [
+            "model.embed_tokens.weight",
+            "model.norm.weight",
+            "lm_head.weight",
+        ] {
+            assert_eq!(hf_name(&gguf_name(hf).unwrap()).as_deref(), Some(hf));
+        }
+        assert_eq!(gguf_name("model.layers.x.mlp.up_proj.weight"), None);
+        assert_eq!(gguf_name("model.layers.0.mlp.up_proj.lora_A"), None);
     }
 }
