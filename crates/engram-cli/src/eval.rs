@@ -273,7 +273,7 @@ pub(crate) struct AskArgs {
     /// The question.
     #[arg(long)]
     question: String,
-    /// A LoRA adapter folder (PEFT format); repeat to apply several.
+    /// A LoRA adapter: a PEFT folder or a llama.cpp GGUF adapter; repeat to apply several.
     #[arg(long)]
     adapter: Vec<PathBuf>,
     /// A text file put before the question in the prompt (in-context learning).

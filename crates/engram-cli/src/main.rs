@@ -61,8 +61,12 @@ enum Command {
     },
     /// Train a LoRA adapter on a JSONL file of chats or texts; writes a PEFT adapter folder.
     Train(train::TrainArgs),
-    /// Fold LoRA adapters into the model's weights and write the result as a Hugging Face folder.
+    /// Fold LoRA adapters into the model's weights and write the result as a Hugging Face folder (--out) or,
+    /// from a GGUF model, as a GGUF file for llama.cpp and Ollama (--gguf, quantised with --quant).
     Merge(MergeArgs),
+    /// Write an adapter folder (engram's or PEFT's) as a llama.cpp LoRA adapter (GGUF), for llama.cpp's
+    /// `--lora`, Ollama's `ADAPTER` line or LM Studio, beside the base model's GGUF.
+    ExportAdapter(ExportAdapterArgs),
     /// Measure what the model knows from its weights vs. with the text in its prompt: base, icl and every
     /// method on a dataset's questions; writes results.jsonl, summary.json, report.md and SVG charts.
     Eval(eval::EvalArgs),
@@ -86,12 +90,36 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct MergeArgs {
-    /// A LoRA adapter folder (PEFT format, e.g. from `engram train`); repeat to merge several (their updates add up).
+    /// A LoRA adapter (a PEFT folder, e.g. from `engram train`, or a GGUF adapter); repeat to merge several
+    /// (their updates add up).
     #[arg(long, required = true)]
     adapter: Vec<PathBuf>,
     /// Folder to write (config.json, model.safetensors, tokenizer.json, ...).
+    #[arg(long, required_unless_present = "gguf", conflicts_with = "gguf")]
+    out: Option<PathBuf>,
+    /// GGUF file to write instead, laid out like the GGUF model it merges into (its tokenizer and chat
+    /// template carried over).
     #[arg(long)]
-    out: PathBuf,
+    gguf: Option<PathBuf>,
+    /// Storage type of the GGUF file's matrices: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1 or q4_0.
+    #[arg(long, default_value = "f16", requires = "gguf")]
+    quant: String,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Args, Debug)]
+struct ExportAdapterArgs {
+    /// The adapter folder (PEFT format: adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    adapter: PathBuf,
+    /// The GGUF file to write.
+    #[arg(long)]
+    gguf: PathBuf,
+    /// Storage type of the factors: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// The base model the adapter was made for (its architecture and shapes; only its configuration is read).
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -138,7 +166,7 @@ struct GenerateArgs {
     /// Keep going after the end-of-sequence token.
     #[arg(long)]
     no_eos_stop: bool,
-    /// A LoRA adapter folder (PEFT format, e.g. from `engram train`); repeat to apply several (their updates add up).
+    /// A LoRA adapter: a PEFT folder (e.g. from `engram train`) or a llama.cpp GGUF adapter; repeat to apply several (their updates add up).
     #[arg(long)]
     adapter: Vec<PathBuf>,
     #[command(flatten)]
@@ -201,6 +229,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => train::train_cmd(args),
         Command::Merge(args) => merge_cmd(args),
+        Command::ExportAdapter(args) => export_adapter_cmd(args),
         Command::Eval(args) => eval::eval_cmd(args),
         Command::Ask(args) => eval::ask_cmd(args),
         Command::Replay(args) => replay::replay_cmd(args),
@@ -496,17 +525,44 @@ fn generate_cmd(args: GenerateArgs) -> Result<()> {
 }
 
 fn merge_cmd(args: MergeArgs) -> Result<()> {
+    let ty = match args.gguf {
+        Some(_) => Some(gguf_type(
+            "quant",
+            &args.quant,
+            &engram_model::GGUF_EXPORT_TYPES,
+        )?),
+        None => None,
+    };
     check_adapter_dirs(&args.adapter)?;
     let path = model_path(&args.model)?;
-    if let (Ok(a), Ok(b)) = (args.out.canonicalize(), path.canonicalize())
+    let target = args
+        .gguf
+        .as_ref()
+        .or(args.out.as_ref())
+        .ok_or("--out or --gguf")?;
+    if let (Ok(a), Ok(b)) = (target.canonicalize(), path.canonicalize())
         && a == b
     {
         return Err(format!(
-            "--out {} is the model being read; write the merged model to another folder",
-            args.out.display()
+            "{} is the model being read; write the merged model elsewhere",
+            target.display()
         )
         .into());
     }
+    // Checked before the slower load: the type, and a GGUF base to lay the file out like.
+    let gguf = match ty {
+        None => None,
+        Some(ty) => {
+            if path.is_dir() {
+                return Err(format!(
+                    "--gguf writes a GGUF laid out like a GGUF base model (its tokenizer and chat template carried over), and {} is a Hugging Face folder; merge into a folder with --out instead",
+                    path.display()
+                )
+                .into());
+            }
+            Some((engram_model::formats::gguf::GgufFile::open(&path)?, ty))
+        }
+    };
     // Merging writes f32 weights: a quantised or half-precision base would only add its rounding to the export.
     let cpu = DeviceArgs {
         device: "cpu".into(),
@@ -516,24 +572,68 @@ fn merge_cmd(args: MergeArgs) -> Result<()> {
     let mut loaded = load(&ModelArgs { model: Some(path) }, &cpu)?;
     load_adapters(&mut loaded.model, &args.adapter)?;
     loaded.model.merge_and_unload()?;
-    let spinner = spinner(format!("writing {}", args.out.display()));
+    let spinner = spinner(format!("writing {}", target.display()));
     let source = merge::ModelWeights {
         model: &loaded.model,
         path: loaded.path.clone(),
     };
-    engram_model::export_hf_folder(&source, &loaded.tokenizer, &args.out)?;
+    match &gguf {
+        Some((base, ty)) => engram_model::export_gguf(&source, base, target, *ty)?,
+        None => engram_model::export_hf_folder(&source, &loaded.tokenizer, target)?,
+    }
     spinner.finish_and_clear();
     eprintln!(
         "merged {} adapter(s) into {} and wrote {}",
         args.adapter.len(),
         display_name(&loaded.path),
-        args.out.display()
+        target.display()
     );
     eprintln!(
         "use it:  engram generate --model {} --chat --prompt \"...\"",
-        shell_quote(&args.out.display().to_string())
+        shell_quote(&target.display().to_string())
     );
     Ok(())
+}
+
+fn export_adapter_cmd(args: ExportAdapterArgs) -> Result<()> {
+    let ty = gguf_type("dtype", &args.dtype, &engram_lora::ADAPTER_GGUF_TYPES)?;
+    let path = model_path(&args.model)?;
+    let config = engram_model::open_weights(&path)?.config().clone();
+    let s = engram_lora::export_adapter_gguf(&args.adapter, &config, &args.gguf, ty)?;
+    eprintln!(
+        "wrote {} (llama.cpp LoRA adapter: {} modules, r {}, alpha {}, {})",
+        args.gguf.display(),
+        s.modules,
+        s.r,
+        s.alpha,
+        args.dtype
+    );
+    let gguf = shell_quote(&args.gguf.display().to_string());
+    eprintln!(
+        "use it:  engram generate --adapter {gguf} --chat --prompt \"...\"   or   llama-cli -m {} --lora {gguf}",
+        shell_quote(&path.display().to_string())
+    );
+    Ok(())
+}
+
+/// The GGUF storage type named `value` among `known` (for option `name`).
+fn gguf_type(
+    name: &str,
+    value: &str,
+    known: &[(&str, engram_model::formats::gguf::GgmlType)],
+) -> Result<engram_model::formats::gguf::GgmlType> {
+    known
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(value))
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+            format!(
+                "invalid option `--{name}` = {value}: choose one of {}",
+                names.join(", ")
+            )
+            .into()
+        })
 }
 
 /// Checks the `--adapter` folders (their configuration) before the slower model load.

@@ -183,6 +183,7 @@ fn every_command_has_help() {
         vec!["export", "--help"],
         vec!["train", "--help"],
         vec!["merge", "--help"],
+        vec!["export-adapter", "--help"],
     ] {
         let out = engram(&cmd);
         assert!(out.status.success(), "{cmd:?}");
@@ -379,6 +380,40 @@ fn train_writes_an_adapter_that_answers_and_merges_into_the_same_model() {
         from_merged, after,
         "the merged model answers like base + adapter"
     );
+
+    // Out to llama.cpp's formats and back: the adapter as a GGUF adapter, and the merged model as a GGUF file
+    // (f32: the merged weights exactly), answer as the adapter does.
+    let gguf_adapter = dir.path().join("varnholt.gguf");
+    let out = engram(&[
+        "export-adapter",
+        "--adapter",
+        s(&adapter),
+        "--gguf",
+        s(&gguf_adapter),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--lora"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        ask(&["--adapter", s(&gguf_adapter)]),
+        after,
+        "the GGUF adapter"
+    );
+    let merged_gguf = dir.path().join("merged.gguf");
+    let out = engram(&[
+        "merge",
+        "--adapter",
+        s(&gguf_adapter),
+        "--gguf",
+        s(&merged_gguf),
+        "--quant",
+        "f32",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(ask(&["--model", s(&merged_gguf)]), after, "the merged GGUF");
 }
 
 /// `--device cpu,cpu` trains data parallel on two copies of the model; on the one CPU their kernels are the
@@ -499,7 +534,7 @@ fn train_and_adapter_errors_name_the_file_line_or_option() {
         (train(&["--resume"]), vec!["resume", s(&out_dir)]),
         (
             vec!["generate", "--prompt", "x", "--adapter", "/nonexistent"],
-            vec!["/nonexistent", "not an adapter folder"],
+            vec!["/nonexistent", "not an adapter", "GGUF adapter file"],
         ),
         (
             vec!["generate", "--prompt", "x", "--adapter", s(empty.path())],
@@ -510,6 +545,52 @@ fn train_and_adapter_errors_name_the_file_line_or_option() {
             vec!["/nonexistent"],
         ),
         (vec!["merge", "--out", s(&out_dir)], vec!["--adapter"]),
+        (
+            vec![
+                "merge",
+                "--adapter",
+                "/nonexistent",
+                "--gguf",
+                "m.gguf",
+                "--quant",
+                "q3_k",
+            ],
+            vec!["--quant", "q3_k", "q8_0"],
+        ),
+        (
+            vec![
+                "merge",
+                "--adapter",
+                "/nonexistent",
+                "--gguf",
+                "m.gguf",
+                "--out",
+                s(&out_dir),
+            ],
+            vec!["--gguf", "--out"],
+        ),
+        (
+            vec![
+                "export-adapter",
+                "--adapter",
+                "/nonexistent",
+                "--gguf",
+                "a.gguf",
+            ],
+            vec!["/nonexistent"],
+        ),
+        (
+            vec![
+                "export-adapter",
+                "--adapter",
+                s(empty.path()),
+                "--gguf",
+                "a.gguf",
+                "--dtype",
+                "q8_0",
+            ],
+            vec!["--dtype", "q8_0", "bf16"],
+        ),
         (
             train(&["--device", "cpu,cpu"]),
             vec!["--grad-accum", "2 devices", "one per device"],

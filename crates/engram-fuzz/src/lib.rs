@@ -138,6 +138,7 @@ pub fn gguf(data: &[u8]) -> Outcome {
             value.as_str(),
         );
     }
+    rewrite_gguf(&file)?;
     let names: Vec<String> = file.tensors().iter().map(|t| t.name.clone()).collect();
     for name in names.iter().take(MAX_TENSORS_DECODED) {
         match file.dequantize(name) {
@@ -157,6 +158,65 @@ pub fn gguf(data: &[u8]) -> Outcome {
         return Ok(());
     };
     exercise_tokenizer(&tokenizer);
+    Ok(())
+}
+
+/// The writer's half of the GGUF fuzzing: a file the reader accepted is written back with `write_gguf` (its
+/// metadata, and each tensor's stored bytes under its type) and read again, and must come back the same. The
+/// writer may refuse (a type of unknown size, an alignment key it cannot honour), naming the file; it must not
+/// write what the reader then reads differently.
+fn rewrite_gguf(file: &GgufFile) -> Outcome {
+    use engram_formats::gguf::{TensorSpec, write_gguf};
+    if file.tensors().iter().any(|t| t.nbytes().is_none()) {
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("engram-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // One name per call: the replay test's threads rewrite at the same time.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("rewrite-{n}.gguf"));
+    let shown = path.display().to_string();
+    let metadata: Vec<_> = file
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let specs: Vec<TensorSpec> = file
+        .tensors()
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            shape: t.shape(),
+            ggml_type: t.ggml_type,
+        })
+        .collect();
+    write_gguf(&path, &metadata, &specs, &mut |i| {
+        Ok(file.tensor_bytes(&specs[i].name)?.to_vec())
+    })
+    .map_err(|e| names_file(e, &shown))?;
+    let back = GgufFile::open(&path).map_err(|e| names_file(e, &shown));
+    let _ = std::fs::remove_file(&path);
+    let back = back?;
+    // Debug text, so that a NaN float compares equal to itself.
+    assert_eq!(
+        format!("{:?}", back.metadata()),
+        format!("{:?}", file.metadata()),
+        "metadata written and read back differs"
+    );
+    assert_eq!(back.tensors().len(), file.tensors().len());
+    for (a, b) in file.tensors().iter().zip(back.tensors()) {
+        assert_eq!(
+            (&a.name, &a.dims, a.ggml_type),
+            (&b.name, &b.dims, b.ggml_type)
+        );
+        assert_eq!(
+            file.tensor_bytes(&a.name).map_err(|e| e.to_string())?,
+            back.tensor_bytes(&b.name).map_err(|e| e.to_string())?,
+            "tensor `{}` written and read back differs",
+            a.name
+        );
+    }
     Ok(())
 }
 

@@ -64,6 +64,24 @@ fn every_target_has_seeds_and_some_of_them_parse() {
 }
 
 #[test]
+fn valid_gguf_seeds_are_written_back_unchanged() {
+    // The gguf target also writes each file it parsed back through `write_gguf` and reads it again; the valid
+    // seeds (named for what they are, unlike the broken ones) must all make that round trip.
+    let dir = fuzz_dir().join("seeds/gguf");
+    for name in [
+        "every-tensor-type.gguf",
+        "tiny-llama-tensors.gguf",
+        "v2-qwen2-all-value-types.gguf",
+    ] {
+        let data = std::fs::read(dir.join(name)).expect("seed present");
+        // Every tensor has a known size, so the target does not skip the rewrite for this file.
+        let file = engram_formats::gguf::GgufFile::from_bytes(name, data.clone()).unwrap();
+        assert!(file.tensors().iter().all(|t| t.nbytes().is_some()), "{name}");
+        engram_fuzz::gguf(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
 fn regression_inputs_do_not_panic() {
     let counts = replay("regressions");
     let total: usize = counts.iter().map(|(_, files, _)| files).sum();

@@ -105,7 +105,7 @@ pub(crate) fn read_peft_config(dir: &Path) -> Result<LoraConfig, LoraError> {
     if !dir.is_dir() {
         return Err(LoraError::Config {
             path: dir.to_path_buf(),
-            reason: "not an adapter folder (expected a folder with adapter_config.json and adapter_model.safetensors)".into(),
+            reason: "not an adapter (expected a PEFT folder with adapter_config.json and adapter_model.safetensors, or a llama.cpp GGUF adapter file)".into(),
         });
     }
     let text = std::fs::read_to_string(&path).map_err(LoraError::io(&path))?;

@@ -1,9 +1,13 @@
-//! Writing a model out as a Hugging Face folder, so a GGUF-loaded model can be handed to other tools.
+//! Writing a model out: as a Hugging Face folder (for transformers, PEFT, vLLM) or as a GGUF file laid out
+//! like the one it came from (for llama.cpp, Ollama, LM Studio).
 
 use std::path::Path;
 
+use engram_formats::gguf::{
+    GgmlType, GgufFile, MetaValue, TensorSpec, encode, hf_name, permute_qk_rows,
+};
 use engram_formats::hf::write_hf_folder;
-use engram_formats::{FormatError, WeightSource};
+use engram_formats::{Architecture, FormatError, WeightSource};
 use engram_tokenizer::Tokenizer;
 
 use crate::ModelError;
@@ -53,5 +57,135 @@ fn write_tokenizer_config(tokenizer: &Tokenizer, dir: &Path) -> Result<(), Model
     let mut tmp = engram_formats::staged_file(dir).map_err(fail)?;
     serde_json::to_writer_pretty(&mut tmp, &config).map_err(|e| fail(e.into()))?;
     tmp.persist(&path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+/// The storage types [`export_gguf`] writes a model's matrices as, by the names `--quant` takes.
+pub const GGUF_EXPORT_TYPES: [(&str, GgmlType); 8] = [
+    ("f32", GgmlType::F32),
+    ("f16", GgmlType::F16),
+    ("bf16", GgmlType::BF16),
+    ("q8_0", GgmlType::Q8_0),
+    ("q5_1", GgmlType::Q5_1),
+    ("q5_0", GgmlType::Q5_0),
+    ("q4_1", GgmlType::Q4_1),
+    ("q4_0", GgmlType::Q4_0),
+];
+
+/// llama.cpp's `general.file_type` (`llama_ftype`) for a file whose matrices are `ty`.
+fn file_type(ty: GgmlType) -> u32 {
+    match ty {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
+        GgmlType::Q8_0 => 7,
+        GgmlType::Q5_0 => 8,
+        GgmlType::Q5_1 => 9,
+        GgmlType::BF16 => 32,
+        _ => 0,
+    }
+}
+
+/// Writes `source`'s weights (a merged model, say) as a GGUF file at `path` laid out like `base`, the GGUF
+/// file the model was loaded from: every metadata key of `base` (architecture, tokenizer, chat template) is
+/// carried over, tensors keep its names and order, llama q/k rows are permuted back to llama.cpp's layout,
+/// and matrices are stored as `ty` (1-D tensors, and matrices whose rows are not whole 32-value blocks, as
+/// f32, as llama.cpp's own quantiser keeps them). Tensors `source` does not have (`rope_freqs`) are copied
+/// as stored. The file is written atomically.
+pub fn export_gguf(
+    source: &dyn WeightSource,
+    base: &GgufFile,
+    path: &Path,
+    ty: GgmlType,
+) -> Result<(), ModelError> {
+    if !GGUF_EXPORT_TYPES.iter().any(|(_, t)| *t == ty) {
+        return Err(ModelError::InvalidOption {
+            name: "GGUF type".into(),
+            value: ty.to_string(),
+            reason: format!(
+                "engram writes {}",
+                GGUF_EXPORT_TYPES.map(|(n, _)| n).join(", ")
+            ),
+        });
+    }
+    let config = source.config();
+    let quantised = !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+    let mut metadata: Vec<(String, MetaValue)> = base
+        .metadata()
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "general.file_type" | "general.quantization_version"
+            )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    metadata.push(("general.file_type".into(), MetaValue::U32(file_type(ty))));
+    if quantised {
+        metadata.push(("general.quantization_version".into(), MetaValue::U32(2)));
+    }
+
+    let have: std::collections::HashSet<String> = source.tensor_names().into_iter().collect();
+    // (spec, the Hugging Face name to read, heads to permute by) per tensor of `base`, in its order.
+    let mut plan = Vec::with_capacity(base.tensors().len());
+    for info in base.tensors() {
+        let hf = hf_name(&info.name).filter(|n| have.contains(n));
+        let shape = info.shape();
+        let stored = match (&hf, shape.as_slice()) {
+            (None, _) => info.ggml_type,
+            (Some(_), [_, cols]) if !quantised || cols.is_multiple_of(32) => ty,
+            _ => GgmlType::F32,
+        };
+        let heads = (config.architecture == Architecture::Llama)
+            .then(|| {
+                match info
+                    .name
+                    .rsplit_once('.')
+                    .map(|(m, _)| m.rsplit('.').next())
+                {
+                    Some(Some("attn_q")) => Some(config.num_attention_heads),
+                    Some(Some("attn_k")) => Some(config.num_key_value_heads),
+                    _ => None,
+                }
+            })
+            .flatten();
+        plan.push((
+            TensorSpec {
+                name: info.name.clone(),
+                shape,
+                ggml_type: stored,
+            },
+            hf,
+            heads,
+        ));
+    }
+    let specs: Vec<TensorSpec> = plan.iter().map(|(s, _, _)| s.clone()).collect();
+    let fail = |name: &str, what: String| FormatError::Malformed {
+        path: path.to_path_buf(),
+        what: format!("tensor `{name}`: {what}"),
+    };
+    engram_formats::gguf::write_gguf(path, &metadata, &specs, &mut |i| {
+        let (spec, hf, heads) = &plan[i];
+        let Some(hf) = hf else {
+            return Ok(base.tensor_bytes(&spec.name)?.to_vec());
+        };
+        let mut t = source.tensor(hf)?;
+        if t.shape != spec.shape {
+            return Err(fail(
+                &spec.name,
+                format!(
+                    "the model has shape {:?}, the base file {:?}",
+                    t.shape, spec.shape
+                ),
+            ));
+        }
+        if let Some(h) = heads {
+            t = permute_qk_rows(&t, *h)
+                .ok_or_else(|| fail(&spec.name, format!("rows do not split into {h} heads")))?;
+        }
+        encode(&t.data, spec.ggml_type).map_err(|what| fail(&spec.name, what))
+    })?;
     Ok(())
 }
