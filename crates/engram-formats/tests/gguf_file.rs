@@ -30,24 +30,6 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn type_id(v: &MetaValue) -> u32 {
-    match v {
-        MetaValue::U8(_) => 0,
-        MetaValue::I8(_) => 1,
-        MetaValue::U16(_) => 2,
-        MetaValue::I16(_) => 3,
-        MetaValue::U32(_) => 4,
-        MetaValue::I32(_) => 5,
-        MetaValue::F32(_) => 6,
-        MetaValue::Bool(_) => 7,
-        MetaValue::String(_) => 8,
-        MetaValue::Array(_) => 9,
-        MetaValue::U64(_) => 10,
-        MetaValue::I64(_) => 11,
-        MetaValue::F64(_) => 12,
-    }
-}
-
 fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
     match v {
         MetaValue::U8(x) => out.extend_from_slice(&x.to_le_bytes()),
@@ -63,7 +45,7 @@ fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
         MetaValue::Bool(x) => out.push(u8::from(*x)),
         MetaValue::String(s) => put_str(out, s),
         MetaValue::Array(items) => {
-            put_u32(out, items.first().map_or(0, type_id));
+            put_u32(out, items.first().map_or(0, MetaValue::type_id));
             put_u64(out, items.len() as u64);
             for item in items {
                 put_value(out, item);
@@ -132,7 +114,7 @@ impl Builder {
         put_u64(&mut out, self.kvs.len() as u64);
         for (k, v) in &self.kvs {
             put_str(&mut out, k);
-            put_u32(&mut out, type_id(v));
+            put_u32(&mut out, v.type_id());
             put_value(&mut out, v);
         }
         let mut offset = 0usize;

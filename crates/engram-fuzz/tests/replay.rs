@@ -76,7 +76,10 @@ fn valid_gguf_seeds_are_written_back_unchanged() {
         let data = std::fs::read(dir.join(name)).expect("seed present");
         // Every tensor has a known size, so the target does not skip the rewrite for this file.
         let file = engram_formats::gguf::GgufFile::from_bytes(name, data.clone()).unwrap();
-        assert!(file.tensors().iter().all(|t| t.nbytes().is_some()), "{name}");
+        assert!(
+            file.tensors().iter().all(|t| t.nbytes().is_some()),
+            "{name}"
+        );
         engram_fuzz::gguf(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }

@@ -5,6 +5,15 @@ use engram_model::{
     Device, Logits, export_hf_folder, left_padded_batch, load_model, open_model_files,
 };
 
+/// The logits of every position of `ids` (padding id 2).
+fn all_logits(m: &engram_model::LoadedModel, ids: &[u32], device: &Device) -> Vec<f32> {
+    let b = left_padded_batch(&[ids.to_vec()], 2, device).unwrap();
+    m.model
+        .forward(b.input, None, Logits::All)
+        .try_into_vec_as::<f32>()
+        .unwrap()
+}
+
 #[test]
 fn gguf_exported_as_hf_folder_reloads_to_identical_logits() {
     let gguf = engram_fetch::ensure_model(&engram_fetch::DEFAULT_MODEL, &mut |_| {})
@@ -35,13 +44,7 @@ fn gguf_exported_as_hf_folder_reloads_to_identical_logits() {
         from_hf.tokenizer.encode(text).unwrap(),
         "tokenizers agree"
     );
-    let logits = |m: &engram_model::LoadedModel| {
-        let b = left_padded_batch(std::slice::from_ref(&ids), 2, &device).unwrap();
-        m.model
-            .forward(b.input, None, Logits::All)
-            .try_into_vec_as::<f32>()
-            .unwrap()
-    };
+    let logits = |m: &engram_model::LoadedModel| all_logits(m, &ids, &device);
     assert_eq!(logits(&from_gguf), logits(&from_hf), "bit-identical logits");
 }
 
@@ -59,13 +62,7 @@ fn gguf_exported_as_gguf_reloads_to_the_same_model() {
     let from_gguf = load_model(&gguf, &device, &mut |_, _| {}).unwrap();
     let text = "<|im_start|>user\nName a planet.<|im_end|>\n<|im_start|>assistant\n";
     let ids = from_gguf.tokenizer.encode(text).unwrap();
-    let logits = |m: &engram_model::LoadedModel| {
-        let b = left_padded_batch(std::slice::from_ref(&ids), 2, &device).unwrap();
-        m.model
-            .forward(b.input, None, Logits::All)
-            .try_into_vec_as::<f32>()
-            .unwrap()
-    };
+    let logits = |m: &engram_model::LoadedModel| all_logits(m, &ids, &device);
     let want = logits(&from_gguf);
     let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     // Relative L2 error of all positions' logits: f32 holds the dequantised weights exactly. The block types

@@ -35,6 +35,25 @@ pub enum MetaValue {
 }
 
 impl MetaValue {
+    /// The GGUF value type id (`gguf_type` in gguf.h): 0 for u8 ... 12 for f64.
+    pub fn type_id(&self) -> u32 {
+        match self {
+            MetaValue::U8(_) => 0,
+            MetaValue::I8(_) => 1,
+            MetaValue::U16(_) => 2,
+            MetaValue::I16(_) => 3,
+            MetaValue::U32(_) => 4,
+            MetaValue::I32(_) => 5,
+            MetaValue::F32(_) => 6,
+            MetaValue::Bool(_) => 7,
+            MetaValue::String(_) => 8,
+            MetaValue::Array(_) => 9,
+            MetaValue::U64(_) => 10,
+            MetaValue::I64(_) => 11,
+            MetaValue::F64(_) => 12,
+        }
+    }
+
     /// Short type name for error messages (`u32`, `str`, `array of str`).
     pub fn type_name(&self) -> String {
         match self {

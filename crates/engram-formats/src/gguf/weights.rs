@@ -6,6 +6,19 @@ use std::path::Path;
 use super::{GgufFile, TensorInfo};
 use crate::{Architecture, FormatError, ModelConfig, TensorF32, WeightSource};
 
+/// The tensors of one decoder block: (GGUF name, Hugging Face name), as llama.cpp's converter maps them.
+const BLOCK_MODULES: [(&str, &str); 9] = [
+    ("attn_norm", "input_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
 /// The Hugging Face name of a GGUF tensor name, or `None` for names outside the llama/qwen2 layout (those pass
 /// through [`GgufWeights`] under their GGUF names).
 pub fn hf_name(gguf_name: &str) -> Option<String> {
@@ -24,18 +37,10 @@ pub fn hf_name(gguf_name: &str) -> Option<String> {
     if param != "weight" && param != "bias" {
         return None;
     }
-    let hf_module = match module {
-        "attn_norm" => "input_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_norm" => "post_attention_layernorm",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
+    let hf_module = BLOCK_MODULES
+        .iter()
+        .find(|(g, _)| *g == module)
+        .map(|(_, h)| h)?;
     Some(format!("model.layers.{layer}.{hf_module}.{param}"))
 }
 
@@ -57,18 +62,10 @@ pub fn gguf_name(hf_name: &str) -> Option<String> {
     if param != "weight" && param != "bias" {
         return None;
     }
-    let gguf_module = match module {
-        "input_layernorm" => "attn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "post_attention_layernorm" => "ffn_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
+    let gguf_module = BLOCK_MODULES
+        .iter()
+        .find(|(_, h)| *h == module)
+        .map(|(g, _)| g)?;
     Some(format!("blk.{layer}.{gguf_module}.{param}"))
 }
 

@@ -191,7 +191,7 @@ pub fn write_gguf(
     w.put(&(metadata.len() as u64).to_le_bytes()).map_err(io)?;
     for (key, value) in metadata {
         put_string(&mut w, key).map_err(io)?;
-        w.put(&value_type(value).to_le_bytes()).map_err(io)?;
+        w.put(&value.type_id().to_le_bytes()).map_err(io)?;
         put_value(&mut w, value).map_err(io)?;
     }
     for (t, offset) in tensors.iter().zip(&offsets) {
@@ -256,25 +256,6 @@ fn put_string<W: Write>(w: &mut Counting<W>, s: &str) -> std::io::Result<()> {
     w.put(s.as_bytes())
 }
 
-/// The GGUF value type id of `v`.
-fn value_type(v: &MetaValue) -> u32 {
-    match v {
-        MetaValue::U8(_) => 0,
-        MetaValue::I8(_) => 1,
-        MetaValue::U16(_) => 2,
-        MetaValue::I16(_) => 3,
-        MetaValue::U32(_) => 4,
-        MetaValue::I32(_) => 5,
-        MetaValue::F32(_) => 6,
-        MetaValue::Bool(_) => 7,
-        MetaValue::String(_) => 8,
-        MetaValue::Array(_) => 9,
-        MetaValue::U64(_) => 10,
-        MetaValue::I64(_) => 11,
-        MetaValue::F64(_) => 12,
-    }
-}
-
 fn put_value<W: Write>(w: &mut Counting<W>, v: &MetaValue) -> std::io::Result<()> {
     match v {
         MetaValue::U8(x) => w.put(&x.to_le_bytes()),
@@ -291,8 +272,8 @@ fn put_value<W: Write>(w: &mut Counting<W>, v: &MetaValue) -> std::io::Result<()
         MetaValue::String(s) => put_string(w, s),
         MetaValue::Array(items) => {
             // An empty array keeps no element type once parsed; any type reads back as the same empty array.
-            let ty = items.first().map_or(0, value_type);
-            if let Some(odd) = items.iter().find(|i| value_type(i) != ty) {
+            let ty = items.first().map_or(0, MetaValue::type_id);
+            if let Some(odd) = items.iter().find(|i| i.type_id() != ty) {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
                     format!(
