@@ -36,6 +36,10 @@ pub(crate) struct ServeArgs {
     /// Completions answered or waiting at once (429 beyond; the model answers one at a time).
     #[arg(long, default_value_t = Limits::default().max_concurrent)]
     max_concurrent: usize,
+    /// Connections open at once; past it no more are accepted until one closes (each may hold up to
+    /// --max-body-bytes while its body arrives).
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
     /// Seconds a client may take to send a request's headers (the connection is closed past it).
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
     header_timeout: Duration,
@@ -96,6 +100,7 @@ pub(crate) fn serve_cmd(args: ServeArgs) -> Result<()> {
         max_tokens: args.max_tokens,
         default_max_tokens: args.default_max_tokens.min(args.max_tokens),
         max_concurrent: args.max_concurrent,
+        max_connections: args.max_connections,
     };
     // Before the model loads: a bad option is reported at once.
     limits.check()?;

@@ -1,7 +1,7 @@
 //! `engram serve` against hostile and careless clients on loopback, on the real model (issue 22): a huge
 //! declared `Content-Length` (GET and POST), slow headers and slow bodies from more connections than
-//! `--max-concurrent`, clients that leave mid-generation (streamed and not), a burst past the concurrency
-//! bound, and SIGTERM. After each, the process is alive and answers a normal request within a bound.
+//! `--max-concurrent`, more connections than `--max-connections`, clients that leave mid-generation (streamed
+//! and not), a burst past the concurrency bound, and SIGTERM. After each, the process is alive and answers a normal request within a bound.
 //!
 //! The tests take turns (one lock): each measures latencies, and two servers generating at once on a
 //! shared CPU would only blur them. Every bound is generous slack, not a timing target.
@@ -193,6 +193,29 @@ fn slow_headers_and_slow_bodies_lock_nobody_out() {
         assert!(text.contains("did not arrive within 1.5s"), "{text}");
     }
     server.assert_serving(Duration::from_secs(30), "the dribblers were cut off");
+}
+
+/// Past `--max-connections` the server accepts no more until one closes: connections held open at the bound
+/// keep a normal client waiting (its request is sent, not answered), and it is served once they go.
+#[test]
+fn connections_past_the_bound_wait_for_one_to_close() {
+    let _turn = turn();
+    let mut server = start(&["--max-connections", "3", "--header-timeout", "60"]);
+    let idle: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    let addr = server.addr.clone();
+    let waiting = std::thread::spawn(move || post(&addr, "/v1/completions", &short()).status);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !waiting.is_finished(),
+        "a fourth connection was answered while three were open"
+    );
+    drop(idle);
+    assert_eq!(
+        waiting.join().unwrap(),
+        200,
+        "served once the others closed"
+    );
+    server.assert_serving(Duration::from_secs(30), "connections at the bound");
 }
 
 /// How long the server takes to answer `body` in full, and its `usage.completion_tokens`.

@@ -79,6 +79,10 @@ pub struct Limits {
     /// Completions being answered or waiting for the model at once (429 above it). A request takes its
     /// place once its body is in: a client still sending one holds none.
     pub max_concurrent: usize,
+    /// Connections open at once. Past it the server accepts no more until one closes (the operating system
+    /// queues them): each connection may hold up to `max_body_bytes` while its body arrives, so this bounds
+    /// what many clients together can make the server hold.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -88,6 +92,7 @@ impl Default for Limits {
             max_tokens: 2048,
             default_max_tokens: 256,
             max_concurrent: 8,
+            max_connections: 256,
         }
     }
 }
@@ -100,6 +105,7 @@ impl Limits {
             ("--max-tokens", self.max_tokens),
             ("--default-max-tokens", self.default_max_tokens),
             ("--max-concurrent", self.max_concurrent),
+            ("--max-connections", self.max_connections),
         ] {
             if value == 0 {
                 return Err(crate::ServeError::Option(format!(

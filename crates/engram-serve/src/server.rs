@@ -173,8 +173,18 @@ async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(shared.timeouts.header);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(shared.limits.max_connections));
     let mut stop = std::pin::pin!(stop);
     loop {
+        // At the connection bound, wait for one to close before accepting another.
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(p) => p,
+                // The semaphore is never closed; were it, there would be nothing left to serve.
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let stream = match accepted {
@@ -192,6 +202,7 @@ async fn serve(
                 tokio::spawn(async move {
                     // A client that goes away mid-request is its own business: nothing to report.
                     let _ = conn.await;
+                    drop(permit);
                 });
             }
             () = &mut stop => break,
