@@ -540,15 +540,7 @@ fn merge_cmd(args: MergeArgs) -> Result<()> {
         .as_ref()
         .or(args.out.as_ref())
         .ok_or("--out or --gguf")?;
-    if let (Ok(a), Ok(b)) = (target.canonicalize(), path.canonicalize())
-        && a == b
-    {
-        return Err(format!(
-            "{} is the model being read; write the merged model elsewhere",
-            target.display()
-        )
-        .into());
-    }
+    not_an_input(target, &[&path], "the merged model")?;
     // Checked before the slower load: the type, and a GGUF base to lay the file out like.
     let gguf = match ty {
         None => None,
@@ -598,6 +590,7 @@ fn merge_cmd(args: MergeArgs) -> Result<()> {
 fn export_adapter_cmd(args: ExportAdapterArgs) -> Result<()> {
     let ty = gguf_type("dtype", &args.dtype, &engram_lora::ADAPTER_GGUF_TYPES)?;
     let path = model_path(&args.model)?;
+    not_an_input(&args.gguf, &[&path, &args.adapter], "the adapter")?;
     let config = engram_model::open_weights(&path)?.config().clone();
     let s = engram_lora::export_adapter_gguf(&args.adapter, &config, &args.gguf, ty)?;
     eprintln!(
@@ -614,6 +607,25 @@ fn export_adapter_cmd(args: ExportAdapterArgs) -> Result<()> {
         shell_quote(&path.display().to_string())
     );
     Ok(())
+}
+
+/// Refuses an output path that is one of the command's inputs (writing there would replace the model or
+/// adapter being read).
+fn not_an_input(target: &Path, inputs: &[&Path], what: &str) -> Result<()> {
+    let Ok(t) = target.canonicalize() else {
+        return Ok(());
+    };
+    match inputs
+        .iter()
+        .find(|i| i.canonicalize().is_ok_and(|i| i == t))
+    {
+        Some(_) => Err(format!(
+            "{} is an input of this command; write {what} elsewhere",
+            target.display()
+        )
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// The GGUF storage type named `value` among `known` (for option `name`).

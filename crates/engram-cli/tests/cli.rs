@@ -591,6 +591,17 @@ fn train_and_adapter_errors_name_the_file_line_or_option() {
             ],
             vec!["--dtype", "q8_0", "bf16"],
         ),
+        // Writing over an input (here the adapter folder itself) is refused before anything is read.
+        (
+            vec![
+                "export-adapter",
+                "--adapter",
+                s(empty.path()),
+                "--gguf",
+                s(empty.path()),
+            ],
+            vec!["an input of this command"],
+        ),
         (
             train(&["--device", "cpu,cpu"]),
             vec!["--grad-accum", "2 devices", "one per device"],

@@ -365,6 +365,15 @@ impl GgufFile {
     /// the `rope_freqs.weight` tensor llama.cpp stores Llama 3.1's scaling as) is refused with `BadConfig`
     /// rather than run with the wrong frequencies; such models load from their Hugging Face folders.
     pub fn model_config(&self) -> Result<ModelConfig, FormatError> {
+        // A llama.cpp adapter names its base's architecture but holds no model: say so, not "key missing".
+        if let Some(MetaValue::String(t)) = self.get("general.type")
+            && t == "adapter"
+        {
+            return Err(self.bad_config(
+                "general.type",
+                "`adapter`: this is a LoRA adapter, not a model; pass it with --adapter".into(),
+            ));
+        }
         let arch_name = self.architecture()?;
         let architecture = match arch_name {
             "llama" => Architecture::Llama,

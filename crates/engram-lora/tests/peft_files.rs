@@ -461,6 +461,16 @@ fn gguf_adapters_give_the_peft_folders_logits() {
         f.dequantize("blk.3.attn_q.weight.lora_a").unwrap(),
         peft_tensor(&key("self_attn.q_proj", "lora_A"))
     );
+    // Given where a model belongs, it is refused as what it is.
+    let e = engram_formats::gguf::GgufFile::open(dir.path().join("adapter-F32.gguf"))
+        .unwrap()
+        .model_config()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("LoRA adapter, not a model") && e.contains("--adapter"),
+        "{e}"
+    );
     // And an independent reader accepts the file.
     let bytes = std::fs::read(f.path()).unwrap();
     let g = ggus::GGuf::new(&bytes).unwrap();
