@@ -640,3 +640,70 @@ fn gguf_adapters_of_every_layer_round_trip_and_bad_ones_are_refused() {
     .to_string();
     assert!(e.contains("a.gguf"), "{e}");
 }
+
+/// Qwen2 (q/k/v biases; llama.cpp's converter does not permute its q/k rows): the GGUF adapter stores q's and
+/// k's `lora_b` exactly as PEFT does, names its architecture, gives the folder's logits, and a llama model
+/// refuses it.
+#[test]
+fn qwen2_gguf_adapters_keep_q_and_k_rows_as_peft_stores_them() {
+    use engram_formats::gguf::{GgmlType, GgufFile, MetaValue};
+    let root = tempfile::tempdir().unwrap();
+    let qwen = || {
+        Llama::load(
+            &Memory::random(tiny_config(Architecture::Qwen2), 3),
+            &Device::flex(),
+            &mut |_, _| {},
+        )
+        .unwrap()
+    };
+    let mut m = qwen();
+    let config = LoraConfig {
+        r: 2,
+        lora_alpha: 4.0,
+        target_modules: engram_lora::TargetModules::List(vec!["q_proj".into(), "k_proj".into()]),
+        ..LoraConfig::default()
+    };
+    m.add_adapter("x", &config, 7).unwrap();
+    let folder = root.path().join("qwen");
+    save_adapter(&m, "x", &config, &folder).unwrap();
+    edit_weights(&folder, |t| {
+        for e in t.iter_mut() {
+            for (j, v) in e.2.iter_mut().enumerate() {
+                *v += (j % 5) as f32 / 10.0 - 0.2;
+            }
+        }
+    });
+    let mut want_model = qwen();
+    load_adapter(&mut want_model, &folder, "f").unwrap();
+    let ids = [1u32, 5, 9, 13];
+    let want = last_logits(&want_model, &ids);
+
+    let file = root.path().join("qwen.gguf");
+    engram_lora::export_adapter_gguf(&folder, want_model.config(), &file, GgmlType::F32).unwrap();
+    let f = GgufFile::open(&file).unwrap();
+    assert_eq!(
+        f.get("general.architecture"),
+        Some(&MetaValue::String("qwen2".into()))
+    );
+    let bytes = std::fs::read(folder.join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for (module, gguf) in [("q_proj", "attn_q"), ("k_proj", "attn_k")] {
+        let key = format!("base_model.model.model.layers.1.self_attn.{module}.lora_B.weight");
+        let peft: Vec<f32> = st
+            .tensor(&key)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let stored = f
+            .dequantize(&format!("blk.1.{gguf}.weight.lora_b"))
+            .unwrap();
+        assert_eq!(stored.data, peft, "{module}: rows as PEFT stores them");
+    }
+    let mut got_model = qwen();
+    load_adapter(&mut got_model, &file, "g").unwrap();
+    assert_eq!(last_logits(&got_model, &ids), want);
+    let e = load_error(&file);
+    assert!(e.contains("`qwen2`") && e.contains("another model"), "{e}");
+}
