@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use meta::MetaValue;
 pub use types::GgmlType;
-pub use weights::{GgufWeights, gguf_name, hf_name, permute_qk_rows, unpermute_qk_rows};
+pub use weights::{GgufWeights, gguf_name, hf_name, permute_qk_rows, qk_heads, unpermute_qk_rows};
 pub use write::{DEFAULT_ALIGNMENT, ENCODABLE, TensorSpec, encode, write_gguf};
 
 use crate::{Architecture, FormatError, ModelConfig, TensorF32};

@@ -93,7 +93,8 @@ pub type Factors = BTreeMap<String, (TensorF32, TensorF32)>;
 /// Reads only the configuration of an adapter: a PEFT folder `dir`, or a llama.cpp GGUF adapter file (see
 /// [`read_gguf_adapter_config`](crate::read_gguf_adapter_config)).
 pub fn read_adapter_config(dir: &Path) -> Result<LoraConfig, LoraError> {
-    if crate::gguf::is_gguf_file(dir) {
+    // As for models: a file is GGUF, a folder is Hugging Face's (PEFT's) layout.
+    if dir.is_file() {
         return crate::gguf::read_gguf_adapter_config(dir).map(|(c, _)| c);
     }
     read_peft_config(dir)
@@ -128,7 +129,7 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, name: &str) -> Result<LoraCon
     if model.adapter_names().iter().any(|n| n == name) {
         return Err(LoraError::DuplicateAdapter(name.into()));
     }
-    let (config, mut found) = if crate::gguf::is_gguf_file(dir) {
+    let (config, mut found) = if dir.is_file() {
         crate::gguf::read_gguf_adapter(dir, model.config())?
     } else {
         read_peft_adapter(model, dir)?

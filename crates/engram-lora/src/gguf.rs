@@ -16,9 +16,9 @@ use std::path::Path;
 
 use engram_model::formats::gguf::{
     GgmlType, GgufFile, MetaValue, TensorSpec, encode, gguf_name, hf_name, permute_qk_rows,
-    unpermute_qk_rows, write_gguf,
+    qk_heads, unpermute_qk_rows, write_gguf,
 };
-use engram_model::formats::{Architecture, FormatError, ModelConfig, TensorF32};
+use engram_model::formats::{FormatError, ModelConfig, TensorF32};
 
 use crate::adapters::{Factor, peft_key, split_module};
 use crate::files::{Factors, StoredFactor, WEIGHTS_FILE, check_factors, read_peft_config};
@@ -66,18 +66,6 @@ pub fn linear_dims(config: &ModelConfig) -> BTreeMap<String, [usize; 2]> {
     dims
 }
 
-/// Heads by which the rows of `module`'s `lora_b` are (un)permuted in a GGUF file: llama q and k only.
-fn permuted_heads(config: &ModelConfig, module: &str) -> Option<usize> {
-    if config.architecture != Architecture::Llama {
-        return None;
-    }
-    match split_module(module)?.1 {
-        "q_proj" => Some(config.num_attention_heads),
-        "k_proj" => Some(config.num_key_value_heads),
-        _ => None,
-    }
-}
-
 /// Writes the PEFT adapter folder `dir` (engram's or PEFT's own) as a llama.cpp LoRA adapter at `out`, for a
 /// base model of shape `model` (whose architecture the file names and whose q/k layout it follows), with the
 /// factors stored as `ty` (f32, f16 or bf16). The adapter is checked against the model first, as
@@ -116,7 +104,7 @@ pub fn export_adapter_gguf(
         // engram holds A as [in, r] and B as [r, out]; the file wants PEFT's [r, in] and [out, r].
         let a = a.transposed();
         let mut b = b.transposed();
-        if let Some(heads) = permuted_heads(model, module) {
+        if let Some(heads) = qk_heads(model, &format!("{base}.lora_b")) {
             b = permute_qk_rows(&b, heads).ok_or_else(|| {
                 terr(
                     peft_key(module, Factor::B),
@@ -160,17 +148,6 @@ pub fn export_adapter_gguf(
         r: config.r,
         alpha,
     })
-}
-
-/// Whether `path` is a GGUF file (by its magic), as opposed to a PEFT adapter folder.
-pub fn is_gguf_file(path: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    path.is_file()
-        && std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .is_ok()
-        && &magic == b"GGUF"
 }
 
 /// One LoRA tensor of a GGUF adapter: the Hugging Face module it adapts and which factor it is.
@@ -302,27 +279,21 @@ pub fn read_gguf_adapter(
         let Some((module, factor)) = lora_tensor(&info.name) else {
             continue;
         };
-        let mut values = file
+        let values = file
             .dequantize(&info.name)
             .map_err(|e| e.to_string())
-            .map(|t| t.data);
-        let shape = info.shape();
-        if let (Factor::B, Some(heads), Ok(v)) =
-            (factor, permuted_heads(model, &module), values.as_ref())
-        {
-            let t = TensorF32 {
-                shape: shape.clone(),
-                data: v.clone(),
-            };
-            // A shape that does not split into heads is left as stored: the shape check reports it.
-            if let Some(t) = unpermute_qk_rows(&t, heads) {
-                values = Ok(t.data);
-            }
-        }
+            .map(|t| {
+                match qk_heads(model, &info.name) {
+                    // A shape that does not split into heads is left as stored: the shape check reports it.
+                    Some(heads) => unpermute_qk_rows(&t, heads).unwrap_or(t),
+                    None => t,
+                }
+                .data
+            });
         factors.push(StoredFactor {
             shown: info.name.clone(),
             key: peft_key(&module, factor),
-            shape,
+            shape: info.shape(),
             values,
         });
     }

@@ -33,6 +33,6 @@ pub use files::{
     read_adapter_tensors, save_adapter,
 };
 pub use gguf::{
-    ADAPTER_GGUF_TYPES, GgufAdapterSummary, export_adapter_gguf, is_gguf_file, linear_dims,
-    read_gguf_adapter, read_gguf_adapter_config,
+    ADAPTER_GGUF_TYPES, GgufAdapterSummary, export_adapter_gguf, linear_dims, read_gguf_adapter,
+    read_gguf_adapter_config,
 };

@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use engram_formats::gguf::{
-    GgmlType, GgufFile, MetaValue, TensorSpec, encode, hf_name, permute_qk_rows,
+    GgmlType, GgufFile, MetaValue, TensorSpec, encode, hf_name, permute_qk_rows, qk_heads,
 };
 use engram_formats::hf::write_hf_folder;
-use engram_formats::{Architecture, FormatError, WeightSource};
+use engram_formats::{FormatError, WeightSource};
 use engram_tokenizer::Tokenizer;
 
 use crate::ModelError;
@@ -138,19 +138,7 @@ pub fn export_gguf(
             (Some(_), [_, cols]) if !quantised || cols.is_multiple_of(32) => ty,
             _ => GgmlType::F32,
         };
-        let heads = (config.architecture == Architecture::Llama)
-            .then(|| {
-                match info
-                    .name
-                    .rsplit_once('.')
-                    .map(|(m, _)| m.rsplit('.').next())
-                {
-                    Some(Some("attn_q")) => Some(config.num_attention_heads),
-                    Some(Some("attn_k")) => Some(config.num_key_value_heads),
-                    _ => None,
-                }
-            })
-            .flatten();
+        let heads = qk_heads(config, &info.name);
         plan.push((
             TensorSpec {
                 name: info.name.clone(),

@@ -25,13 +25,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use super::{GgmlType, MetaValue, TensorInfo};
+use super::{DEFAULT_ALIGNMENT, GgmlType, MetaValue, TensorInfo};
 use crate::FormatError;
 
 /// GGUF's magic bytes.
 const MAGIC: &[u8; 4] = b"GGUF";
-/// The data-section alignment when `general.alignment` is absent (GGUF spec).
-const DEFAULT_ALIGNMENT: usize = 32;
 /// ggml's `GGML_MAX_DIMS`: llama.cpp rejects tensors with more dimensions.
 const MAX_DIMS: u32 = 4;
 /// Deepest array-of-array nesting accepted: the spec allows nesting, real files use none, and an unbounded

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{GgufFile, TensorInfo};
+use super::GgufFile;
 use crate::{Architecture, FormatError, ModelConfig, TensorF32, WeightSource};
 
 /// The tensors of one decoder block: (GGUF name, Hugging Face name), as llama.cpp's converter maps them.
@@ -171,7 +171,7 @@ impl GgufWeights {
             let hf = hf_name(&info.name).unwrap_or_else(|| info.name.clone());
             let entry = Entry {
                 gguf: info.name.clone(),
-                unpermute_heads: unpermute_heads(&config, info),
+                unpermute_heads: qk_heads(&config, &info.name),
             };
             if entries.insert(hf.clone(), entry).is_some() {
                 return Err(FormatError::Malformed {
@@ -200,13 +200,17 @@ impl GgufWeights {
     }
 }
 
-/// Heads to un-permute by, for llama q/k projections (q: attention heads, k: kv heads).
-fn unpermute_heads(config: &ModelConfig, info: &TensorInfo) -> Option<usize> {
+/// The heads by which the rows of the GGUF tensor `gguf_name` are stored permuted ([`permute_qk_rows`]): llama
+/// q (attention heads) and k (kv heads) weights and biases, and the LoRA factors that adapt them
+/// (`blk.N.attn_q.weight.lora_b`; `lora_a` is `[r, in]`, its rows are not the model's). `None` for every other
+/// tensor and every other architecture (llama.cpp's converter permutes llama only).
+pub fn qk_heads(config: &ModelConfig, gguf_name: &str) -> Option<usize> {
     if config.architecture != Architecture::Llama {
         return None;
     }
-    let rest = info.name.strip_prefix("blk.")?;
+    let rest = gguf_name.strip_prefix("blk.")?;
     let (_, module) = rest.split_once('.')?;
+    let module = module.strip_suffix(".lora_b").unwrap_or(module);
     match module {
         "attn_q.weight" | "attn_q.bias" => Some(config.num_attention_heads),
         "attn_k.weight" | "attn_k.bias" => Some(config.num_key_value_heads),
@@ -277,6 +281,18 @@ mod tests {
         assert_eq!(hf_name("rope_freqs.weight"), None);
         assert_eq!(hf_name("blk.x.attn_q.weight"), None);
         assert_eq!(hf_name("blk.1.attn_q.scale"), None);
+    }
+
+    #[test]
+    fn qk_heads_names_the_permuted_llama_rows_only() {
+        let llama = crate::testing::tiny_config(Architecture::Llama);
+        assert_eq!(qk_heads(&llama, "blk.3.attn_q.weight"), Some(4));
+        assert_eq!(qk_heads(&llama, "blk.3.attn_k.bias"), Some(2));
+        assert_eq!(qk_heads(&llama, "blk.3.attn_k.weight.lora_b"), Some(2));
+        assert_eq!(qk_heads(&llama, "blk.3.attn_q.weight.lora_a"), None);
+        assert_eq!(qk_heads(&llama, "blk.3.attn_v.weight"), None);
+        let qwen = crate::testing::tiny_config(Architecture::Qwen2);
+        assert_eq!(qk_heads(&qwen, "blk.3.attn_q.weight"), None);
     }
 
     #[test]
