@@ -529,7 +529,7 @@ fn merge_cmd(args: MergeArgs) -> Result<()> {
         Some(_) => Some(gguf_type(
             "quant",
             &args.quant,
-            &engram_model::GGUF_EXPORT_TYPES,
+            &engram_model::formats::gguf::ENCODABLE,
         )?),
         None => None,
     };
@@ -628,18 +628,18 @@ fn not_an_input(target: &Path, inputs: &[&Path], what: &str) -> Result<()> {
     }
 }
 
-/// The GGUF storage type named `value` among `known` (for option `name`).
+/// The GGUF storage type named `value` among `known` (for option `name`), by ggml's names in any case.
 fn gguf_type(
     name: &str,
     value: &str,
-    known: &[(&str, engram_model::formats::gguf::GgmlType)],
+    known: &[engram_model::formats::gguf::GgmlType],
 ) -> Result<engram_model::formats::gguf::GgmlType> {
     known
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(value))
-        .map(|(_, t)| *t)
+        .find(|t| t.to_string().eq_ignore_ascii_case(value))
+        .copied()
         .ok_or_else(|| {
-            let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+            let names: Vec<String> = known.iter().map(|t| t.to_string().to_lowercase()).collect();
             format!(
                 "invalid option `--{name}` = {value}: choose one of {}",
                 names.join(", ")

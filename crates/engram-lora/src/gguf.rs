@@ -24,12 +24,8 @@ use crate::adapters::{Factor, peft_key, split_module};
 use crate::files::{Factors, StoredFactor, WEIGHTS_FILE, check_factors, read_peft_config};
 use crate::{LINEAR_MODULES, LoraConfig, LoraError, TargetModules};
 
-/// The types an exported adapter's factors can be stored as, by the names `--dtype` takes.
-pub const ADAPTER_GGUF_TYPES: [(&str, GgmlType); 3] = [
-    ("f32", GgmlType::F32),
-    ("f16", GgmlType::F16),
-    ("bf16", GgmlType::BF16),
-];
+/// The types an exported adapter's factors can be stored as.
+pub const ADAPTER_GGUF_TYPES: [GgmlType; 3] = [GgmlType::F32, GgmlType::F16, GgmlType::BF16];
 
 /// What [`export_adapter_gguf`] wrote.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,7 +72,7 @@ pub fn export_adapter_gguf(
     out: &Path,
     ty: GgmlType,
 ) -> Result<GgufAdapterSummary, LoraError> {
-    if !ADAPTER_GGUF_TYPES.iter().any(|(_, t)| *t == ty) {
+    if !ADAPTER_GGUF_TYPES.contains(&ty) {
         return Err(LoraError::invalid(
             "type",
             ty,

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use engram_formats::gguf::{
-    GgmlType, GgufFile, MetaValue, TensorSpec, encode, hf_name, permute_qk_rows, qk_heads,
+    ENCODABLE, GgmlType, GgufFile, MetaValue, TensorSpec, encode, hf_name, permute_qk_rows,
+    qk_heads,
 };
 use engram_formats::hf::write_hf_folder;
 use engram_formats::{FormatError, WeightSource};
@@ -60,21 +61,10 @@ fn write_tokenizer_config(tokenizer: &Tokenizer, dir: &Path) -> Result<(), Model
     Ok(())
 }
 
-/// The storage types [`export_gguf`] writes a model's matrices as, by the names `--quant` takes.
-pub const GGUF_EXPORT_TYPES: [(&str, GgmlType); 8] = [
-    ("f32", GgmlType::F32),
-    ("f16", GgmlType::F16),
-    ("bf16", GgmlType::BF16),
-    ("q8_0", GgmlType::Q8_0),
-    ("q5_1", GgmlType::Q5_1),
-    ("q5_0", GgmlType::Q5_0),
-    ("q4_1", GgmlType::Q4_1),
-    ("q4_0", GgmlType::Q4_0),
-];
-
-/// llama.cpp's `general.file_type` (`llama_ftype`) for a file whose matrices are `ty`.
-fn file_type(ty: GgmlType) -> u32 {
-    match ty {
+/// llama.cpp's `general.file_type` (`llama_ftype`) for a file whose matrices are `ty`: one for each type
+/// `engram_formats::gguf::encode` writes ([`ENCODABLE`]), `None` for the rest.
+fn file_type(ty: GgmlType) -> Option<u32> {
+    Some(match ty {
         GgmlType::F32 => 0,
         GgmlType::F16 => 1,
         GgmlType::Q4_0 => 2,
@@ -83,8 +73,8 @@ fn file_type(ty: GgmlType) -> u32 {
         GgmlType::Q5_0 => 8,
         GgmlType::Q5_1 => 9,
         GgmlType::BF16 => 32,
-        _ => 0,
-    }
+        _ => return None,
+    })
 }
 
 /// Writes `source`'s weights (a merged model, say) as a GGUF file at `path` laid out like `base`, the GGUF
@@ -99,16 +89,16 @@ pub fn export_gguf(
     path: &Path,
     ty: GgmlType,
 ) -> Result<(), ModelError> {
-    if !GGUF_EXPORT_TYPES.iter().any(|(_, t)| *t == ty) {
+    let Some(file_type) = file_type(ty) else {
         return Err(ModelError::InvalidOption {
             name: "GGUF type".into(),
             value: ty.to_string(),
             reason: format!(
                 "engram writes {}",
-                GGUF_EXPORT_TYPES.map(|(n, _)| n).join(", ")
+                ENCODABLE.map(|t| t.to_string()).join(", ")
             ),
         });
-    }
+    };
     let config = source.config();
     let quantised = !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
     let mut metadata: Vec<(String, MetaValue)> = base
@@ -122,7 +112,7 @@ pub fn export_gguf(
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    metadata.push(("general.file_type".into(), MetaValue::U32(file_type(ty))));
+    metadata.push(("general.file_type".into(), MetaValue::U32(file_type)));
     if quantised {
         metadata.push(("general.quantization_version".into(), MetaValue::U32(2)));
     }
@@ -176,4 +166,17 @@ pub fn export_gguf(
         encode(&t.data, spec.ggml_type).map_err(|what| fail(&spec.name, what))
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_engram_encodes_has_a_file_type() {
+        for ty in ENCODABLE {
+            assert!(file_type(ty).is_some(), "{ty}");
+        }
+        assert_eq!(file_type(GgmlType::Q4_K), None);
+    }
 }

@@ -41,7 +41,7 @@ pub use burn::tensor::Device;
 pub use chat::{Completion, Generator, ModelGenerator, Sampling};
 pub use device::{DeviceSpec, TEST_DEVICE_ENV, tune_allocator};
 pub use error::ModelError;
-pub use export::{GGUF_EXPORT_TYPES, export_gguf, export_hf_folder};
+pub use export::{export_gguf, export_hf_folder};
 pub use generate::{
     FinishReason, Generation, GenerationConfig, PaddedBatch, argmax, generate,
     generate_cancellable, left_padded_batch,
