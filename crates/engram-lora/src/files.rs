@@ -132,7 +132,7 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, name: &str) -> Result<LoraCon
     let (config, mut found) = if dir.is_file() {
         crate::gguf::read_gguf_adapter(dir, model.config())?
     } else {
-        read_peft_adapter(model, dir)?
+        read_peft_adapter(dir, &crate::linear_dims(model.config()))?
     };
     let device = model.device();
     for (module, proj) in model.projections_mut() {
@@ -145,8 +145,12 @@ pub fn load_adapter(model: &mut Llama, dir: &Path, name: &str) -> Result<LoraCon
     Ok(config)
 }
 
-/// The configuration and checked factors of the PEFT adapter folder `dir`, for `model`.
-fn read_peft_adapter(model: &Llama, dir: &Path) -> Result<(LoraConfig, Factors), LoraError> {
+/// The configuration and checked factors of the PEFT adapter folder `dir`, for a model whose linear modules
+/// are `dims` ([`linear_dims`](crate::linear_dims)).
+pub(crate) fn read_peft_adapter(
+    dir: &Path,
+    dims: &BTreeMap<String, [usize; 2]>,
+) -> Result<(LoraConfig, Factors), LoraError> {
     let config = read_peft_config(dir)?;
     let path = dir.join(WEIGHTS_FILE);
     if !path.exists() && dir.join("adapter_model.bin").exists() {
@@ -157,12 +161,7 @@ fn read_peft_adapter(model: &Llama, dir: &Path) -> Result<(LoraConfig, Factors),
         });
     }
     let bytes = std::fs::read(&path).map_err(LoraError::io(&path))?;
-    let dims: BTreeMap<String, [usize; 2]> = model
-        .projections()
-        .into_iter()
-        .map(|(n, p)| (n, p.dims()))
-        .collect();
-    let found = read_adapter_tensors(&path, &bytes, &config, &dims)?;
+    let found = read_adapter_tensors(&path, &bytes, &config, dims)?;
     Ok((config, found))
 }
 

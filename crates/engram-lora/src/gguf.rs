@@ -21,7 +21,7 @@ use engram_model::formats::gguf::{
 use engram_model::formats::{FormatError, ModelConfig, TensorF32};
 
 use crate::adapters::{Factor, peft_key, split_module};
-use crate::files::{Factors, StoredFactor, WEIGHTS_FILE, check_factors, read_peft_config};
+use crate::files::{Factors, StoredFactor, check_factors, read_peft_adapter};
 use crate::{LINEAR_MODULES, LoraConfig, LoraError, TargetModules};
 
 /// The types an exported adapter's factors can be stored as.
@@ -79,10 +79,7 @@ pub fn export_adapter_gguf(
             "an adapter is written as f32, f16 or bf16",
         ));
     }
-    let config = read_peft_config(dir)?;
-    let path = dir.join(WEIGHTS_FILE);
-    let bytes = std::fs::read(&path).map_err(LoraError::io(&path))?;
-    let found = crate::files::read_adapter_tensors(&path, &bytes, &config, &linear_dims(model))?;
+    let (config, found) = read_peft_adapter(dir, &linear_dims(model))?;
 
     let terr = |key: String, reason: String| LoraError::Tensor {
         path: out.to_path_buf(),
